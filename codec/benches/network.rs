@@ -1,0 +1,2 @@
+//! placeholder bench, replaced below.
+fn main() {}

@@ -1,0 +1,504 @@
+//! The codec's front door: images in, a tfc file out, and back.
+//!
+//! Tiles of all images (and all planes of an image) form one list; tile `k`
+//! goes to lane `k mod L`, and each lane codes its tiles in order on its own
+//! stack. The encoder runs lanes in parallel; the decoder runs groups of
+//! lanes in parallel and, inside a group, decodes one tile per lane in
+//! lockstep so the network sees the lanes as one batch. Alpha planes are
+//! pushed on lane 0 after its tiles.
+
+use rayon::prelude::*;
+
+use crate::alpha;
+use crate::ans::Stack;
+use crate::error::{corrupt, CodecError, Result};
+use crate::format::{self, Header, ImageEntry, Limits, ModelRef, MAX_LANES, MAX_M};
+use crate::image::{from_planes, plane_count, to_planes, Image, Plane, TileGeometry};
+use crate::model_file::{hex, ModelFile};
+use crate::tile::TileCoder;
+
+/// Coding parameters chosen by the encoder and recorded in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodingParams {
+    /// Sub-pixel bits `m` (lattice step `2^-(7+m)`).
+    pub m: u8,
+    /// Number of independent stacks.
+    pub lanes: u16,
+}
+
+impl Default for CodingParams {
+    fn default() -> Self {
+        Self { m: 4, lanes: 2 }
+    }
+}
+
+impl CodingParams {
+    fn check(&self) -> Result<()> {
+        if self.m > MAX_M || self.lanes == 0 || self.lanes > MAX_LANES {
+            return Err(CodecError::Misuse(format!(
+                "m must be 0..={MAX_M} and lanes 1..={MAX_LANES}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The models available to the codec, at most one per channel count.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ModelSet<'a> {
+    gray: Option<&'a ModelFile>,
+    rgb: Option<&'a ModelFile>,
+}
+
+impl<'a> ModelSet<'a> {
+    /// Collects models; two models of the same channel count are refused.
+    pub fn new(models: &[&'a ModelFile]) -> Result<Self> {
+        let mut set = Self::default();
+        for &m in models {
+            let slot = match m.config().channels {
+                1 => &mut set.gray,
+                3 => &mut set.rgb,
+                c => return Err(CodecError::Unsupported(format!("{c}-channel models"))),
+            };
+            if slot.is_some() {
+                return Err(CodecError::Misuse(
+                    "two models with the same channels".into(),
+                ));
+            }
+            *slot = Some(m);
+        }
+        Ok(set)
+    }
+
+    /// A set of one model.
+    pub fn single(model: &'a ModelFile) -> Result<Self> {
+        Self::new(&[model])
+    }
+
+    /// The model for `channels` (1 or 3).
+    pub fn get(&self, channels: u8) -> Option<&'a ModelFile> {
+        match channels {
+            1 => self.gray,
+            3 => self.rgb,
+            _ => None,
+        }
+    }
+
+    /// Which model codes colour channels `cc`: the matching one, else the
+    /// other one (gray replicated into RGB, RGB as three gray planes).
+    fn choose(&self, cc: u8) -> Result<u8> {
+        let other = if cc == 1 { 3 } else { 1 };
+        [cc, other]
+            .into_iter()
+            .find(|&c| self.get(c).is_some())
+            .ok_or_else(|| CodecError::Misuse("no model given".into()))
+    }
+}
+
+/// One tile of one plane of one image.
+#[derive(Debug, Clone, Copy)]
+struct Job {
+    image: usize,
+    plane: usize,
+    model_channels: u8,
+    tx: usize,
+    ty: usize,
+}
+
+fn geometry(m: &ModelFile) -> TileGeometry {
+    let c = m.config();
+    TileGeometry {
+        tile: c.image_size,
+        patch: c.patch,
+        channels: c.channels,
+    }
+}
+
+/// The tile list for images given as `(width, height, colour channels,
+/// model channels)`.
+fn jobs(images: &[(usize, usize, u8, u8)], models: &ModelSet<'_>) -> Result<Vec<Job>> {
+    let mut out = Vec::new();
+    for (i, &(w, h, cc, mc)) in images.iter().enumerate() {
+        let model = models
+            .get(mc)
+            .ok_or_else(|| CodecError::Misuse("model missing".into()))?;
+        let (gx, gy) = geometry(model).grid(w, h);
+        for plane in 0..plane_count(cc, mc) {
+            for ty in 0..gy {
+                for tx in 0..gx {
+                    out.push(Job {
+                        image: i,
+                        plane,
+                        model_channels: mc,
+                        tx,
+                        ty,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Encodes images into one tfc file.
+pub fn encode_images(
+    models: &ModelSet<'_>,
+    images: &[Image],
+    params: &CodingParams,
+) -> Result<Vec<u8>> {
+    encode_images_with(models, images, params, &|_| {})
+}
+
+/// [`encode_images`] calling `progress(1)` after every coded tile.
+pub fn encode_images_with(
+    models: &ModelSet<'_>,
+    images: &[Image],
+    params: &CodingParams,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Vec<u8>> {
+    params.check()?;
+    if images.is_empty() {
+        return Err(CodecError::Misuse("no images to encode".into()));
+    }
+    let mut planes = Vec::with_capacity(images.len());
+    let mut geo = Vec::with_capacity(images.len());
+    let mut entries = Vec::with_capacity(images.len());
+    for img in images {
+        img.check()?;
+        let mc = models.choose(img.color_channels())?;
+        planes.push(to_planes(img, mc));
+        geo.push((
+            img.width as usize,
+            img.height as usize,
+            img.color_channels(),
+            mc,
+        ));
+        entries.push(ImageEntry {
+            width: img.width,
+            height: img.height,
+            channels: img.channels,
+            bit_depth: 8,
+            model_channels: mc,
+            checksum: format::pixel_checksum(&img.data),
+        });
+    }
+    let jobs = jobs(&geo, models)?;
+    let lanes = params.lanes as usize;
+    tracing::debug!(tiles = jobs.len(), lanes, m = params.m, "encoding");
+    let words = (0..lanes)
+        .into_par_iter()
+        .map(|l| {
+            let mut stack = Stack::new();
+            for job in jobs.iter().skip(l).step_by(lanes) {
+                let model = models.get(job.model_channels).expect("chosen above");
+                let tokens = geometry(model).extract(&planes[job.image][job.plane], job.tx, job.ty);
+                TileCoder::new(model.network(), params.m as u32).encode(&mut stack, &tokens)?;
+                progress(1);
+            }
+            if l == 0 {
+                for img in images {
+                    if let Some(a) = img.alpha() {
+                        alpha::encode(&mut stack, &a, img.width as usize)?;
+                    }
+                }
+            }
+            Ok(stack.into_compressed().unwrap_or_else(|e| match e {}))
+        })
+        .collect::<Result<Vec<Vec<u32>>>>()?;
+    let header = Header {
+        version: format::VERSION,
+        m: params.m,
+        models: model_refs(models, &entries),
+        images: entries,
+        lane_words: words.iter().map(|w| w.len() as u32).collect(),
+    };
+    let mut bytes = header.to_bytes();
+    for w in words.iter().flatten() {
+        bytes.extend(w.to_le_bytes());
+    }
+    Ok(bytes)
+}
+
+fn model_refs(models: &ModelSet<'_>, entries: &[ImageEntry]) -> Vec<ModelRef> {
+    [1u8, 3]
+        .into_iter()
+        .filter(|&c| entries.iter().any(|e| e.model_channels == c))
+        .filter_map(|c| models.get(c))
+        .map(|m| {
+            let cfg = m.config();
+            ModelRef {
+                channels: cfg.channels as u8,
+                tile: cfg.image_size as u16,
+                patch: cfg.patch as u16,
+                id: m.id(),
+            }
+        })
+        .collect()
+}
+
+/// Decodes a tfc file with default [`Limits`].
+pub fn decode_file(models: &ModelSet<'_>, bytes: &[u8]) -> Result<Vec<Image>> {
+    decode_file_with(models, bytes, &Limits::default(), &|_| {})
+}
+
+/// Checks that the supplied models are the ones the file names.
+fn resolve_models<'a>(models: &ModelSet<'a>, header: &Header) -> Result<ModelSet<'a>> {
+    let mut used = Vec::new();
+    for r in &header.models {
+        let m = models.get(r.channels).ok_or_else(|| {
+            CodecError::ModelMismatch(format!(
+                "file needs a {}-channel model {} that was not given",
+                r.channels,
+                hex(&r.id)
+            ))
+        })?;
+        if m.id() != r.id {
+            return Err(CodecError::ModelMismatch(format!(
+                "file was coded with model {}, given {}",
+                hex(&r.id),
+                m.id_hex()
+            )));
+        }
+        let cfg = m.config();
+        if cfg.image_size != r.tile as usize || cfg.patch != r.patch as usize {
+            return Err(corrupt("model geometry in header does not match the model"));
+        }
+        used.push(m);
+    }
+    ModelSet::new(&used)
+}
+
+/// Splits the payload into one stack per lane.
+fn lane_stacks(header: &Header, payload: &[u8]) -> Result<Vec<Stack>> {
+    let mut words = payload
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+    header
+        .lane_words
+        .iter()
+        .map(|&n| {
+            let w: Vec<u32> = words.by_ref().take(n as usize).collect();
+            Stack::from_compressed(w).map_err(|_| corrupt("lane data ends in a zero word"))
+        })
+        .collect()
+}
+
+/// [`decode_file`] with explicit limits and a progress callback.
+pub fn decode_file_with(
+    models: &ModelSet<'_>,
+    bytes: &[u8],
+    limits: &Limits,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Vec<Image>> {
+    let (header, offset) = format::parse_header(bytes, limits)?;
+    let models = resolve_models(models, &header)?;
+    let geo: Vec<_> = header
+        .images
+        .iter()
+        .map(|e| {
+            let cc = if e.channels >= 3 { 3 } else { 1 };
+            (e.width as usize, e.height as usize, cc, e.model_channels)
+        })
+        .collect();
+    let jobs = jobs(&geo, &models)?;
+    let mut stacks = lane_stacks(&header, &bytes[offset..])?;
+    let mut alphas = vec![None; header.images.len()];
+    for (i, e) in header.images.iter().enumerate().rev() {
+        if e.channels == 2 || e.channels == 4 {
+            let n = e.width as usize * e.height as usize;
+            alphas[i] = Some(alpha::decode(&mut stacks[0], n, e.width as usize)?);
+        }
+    }
+    let tiles = decode_lanes(&models, header.m as u32, &jobs, &mut stacks, progress)?;
+    if stacks.iter().any(|s| !s.is_empty()) {
+        return Err(corrupt("lane has data left over after decoding"));
+    }
+    assemble(&header, &models, &geo, &jobs, tiles, &alphas)
+}
+
+/// Decodes all tiles; returns `(job index, tokens)` pairs.
+fn decode_lanes(
+    models: &ModelSet<'_>,
+    m: u32,
+    jobs: &[Job],
+    stacks: &mut [Stack],
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Vec<(usize, Vec<u8>)>> {
+    let lanes = stacks.len();
+    let groups = rayon::current_num_threads().clamp(1, lanes);
+    let per_group = lanes.div_ceil(groups);
+    let results = stacks
+        .par_chunks_mut(per_group)
+        .enumerate()
+        .map(|(g, group)| decode_group(models, m, jobs, lanes, g * per_group, group, progress))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// Decodes the lanes `first..first + group.len()` in lockstep.
+fn decode_group(
+    models: &ModelSet<'_>,
+    m: u32,
+    jobs: &[Job],
+    lanes: usize,
+    first: usize,
+    group: &mut [Stack],
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Vec<(usize, Vec<u8>)>> {
+    // Each lane decodes its tiles last-encoded first.
+    let lists: Vec<Vec<usize>> = (0..group.len())
+        .map(|g| (first + g..jobs.len()).step_by(lanes).rev().collect())
+        .collect();
+    let steps = lists.iter().map(Vec::len).max().unwrap_or(0);
+    let mut out = Vec::new();
+    for s in 0..steps {
+        for mc in [1u8, 3] {
+            let Some(model) = models.get(mc) else {
+                continue;
+            };
+            let mut idx = Vec::new();
+            let mut batch: Vec<&mut Stack> = Vec::new();
+            for (stack, list) in group.iter_mut().zip(&lists) {
+                if let Some(&j) = list.get(s).filter(|&&j| jobs[j].model_channels == mc) {
+                    idx.push(j);
+                    batch.push(stack);
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let tiles = TileCoder::new(model.network(), m).decode_batch(&mut batch)?;
+            progress(tiles.len());
+            out.extend(idx.into_iter().zip(tiles));
+        }
+    }
+    Ok(out)
+}
+
+/// Places decoded tiles into planes, rebuilds images and checks them.
+fn assemble(
+    header: &Header,
+    models: &ModelSet<'_>,
+    geo: &[(usize, usize, u8, u8)],
+    jobs: &[Job],
+    tiles: Vec<(usize, Vec<u8>)>,
+    alphas: &[Option<Vec<u8>>],
+) -> Result<Vec<Image>> {
+    let mut planes: Vec<Vec<Plane>> = geo
+        .iter()
+        .map(|&(w, h, cc, mc)| {
+            let p = Plane {
+                width: w,
+                height: h,
+                channels: mc as usize,
+                data: vec![0; w * h * mc as usize],
+            };
+            vec![p; plane_count(cc, mc)]
+        })
+        .collect();
+    for (j, tokens) in tiles {
+        let job = jobs[j];
+        let model = models.get(job.model_channels).expect("resolved");
+        geometry(model).place(&mut planes[job.image][job.plane], job.tx, job.ty, &tokens);
+    }
+    let mut images = Vec::with_capacity(header.images.len());
+    for (i, e) in header.images.iter().enumerate() {
+        let img = from_planes(
+            e.width,
+            e.height,
+            e.channels,
+            &planes[i],
+            alphas[i].as_deref(),
+        );
+        if format::pixel_checksum(&img.data) != e.checksum {
+            return Err(corrupt(format!("pixel checksum mismatch in image {i}")));
+        }
+        images.push(img);
+    }
+    Ok(images)
+}
+
+/// What a tfc file holds, read from its header alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    /// The parsed header.
+    pub header: Header,
+    /// Header size in bytes.
+    pub header_bytes: usize,
+    /// Payload size in bytes.
+    pub payload_bytes: usize,
+}
+
+/// Reads and checks the header of a tfc file.
+pub fn inspect(bytes: &[u8]) -> Result<FileInfo> {
+    let (header, offset) = format::parse_header(bytes, &Limits::default())?;
+    Ok(FileInfo {
+        header,
+        header_bytes: offset,
+        payload_bytes: bytes.len() - offset,
+    })
+}
+
+/// Sizes of an actual encoding, for comparing with the model's NLL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodedStats {
+    /// Bits of the whole file.
+    pub total_bits: u64,
+    /// Bits of the header.
+    pub header_bits: u64,
+    /// Bits of the lanes' payload.
+    pub payload_bits: u64,
+    /// Sub-pixel values coded (pixels times channels), the "dimensions".
+    pub dims: u64,
+    /// Estimate of the one-off start-up cost of the lanes: `m` bits for
+    /// every value of each lane's first tile, which has nothing to pop.
+    pub startup_bits: u64,
+}
+
+impl CodedStats {
+    /// Bits per dimension of the whole file.
+    pub fn bpd(&self) -> f64 {
+        self.total_bits as f64 / self.dims as f64
+    }
+}
+
+/// Encodes `images` and reports the actual sizes.
+pub fn coded_bits(
+    models: &ModelSet<'_>,
+    images: &[Image],
+    params: &CodingParams,
+) -> Result<CodedStats> {
+    let bytes = encode_images(models, images, params)?;
+    let info = inspect(&bytes)?;
+    let dims = images.iter().map(|i| i.data.len() as u64).sum();
+    let geo: Vec<_> = images
+        .iter()
+        .zip(&info.header.images)
+        .map(|(i, e)| {
+            (
+                i.width as usize,
+                i.height as usize,
+                i.color_channels(),
+                e.model_channels,
+            )
+        })
+        .collect();
+    let jobs = jobs(&geo, models)?;
+    let startup = jobs
+        .iter()
+        .take(params.lanes as usize)
+        .map(|j| {
+            models
+                .get(j.model_channels)
+                .map_or(0, |m| m.config().dims() as u64)
+        })
+        .sum::<u64>()
+        * params.m as u64;
+    Ok(CodedStats {
+        total_bits: bytes.len() as u64 * 8,
+        header_bits: info.header_bytes as u64 * 8,
+        payload_bits: info.payload_bytes as u64 * 8,
+        dims,
+        startup_bits: startup,
+    })
+}

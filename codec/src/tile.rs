@@ -1,0 +1,196 @@
+//! Coding one model-sized tile on a stack: bits-back dequantization, the
+//! shift and modular scale transform of every flow block, and the prior.
+//!
+//! Decoder order (the encoder does the exact inverse, backwards):
+//! 1. pop every final latent under the prior (tokens in raster order);
+//! 2. for blocks `T-1` down to 0, for tokens `1..N` in the block's reading
+//!    order, for each value: pop `r_e`, `v = S Z + r_e`, `Y' = v div R`,
+//!    push `r_d = v mod R`, `Y = Y' + round(mu / delta)`. Token 0 of a
+//!    block has `a = mu = 0` and passes unchanged;
+//! 3. split `Y` into the pixel `x = (Y >> m) + 128` and push the sub-pixel
+//!    `U = Y mod 2^m`.
+
+use crate::ans::{self, Stack};
+use crate::error::{corrupt, CodecError, Result};
+use crate::lattice::{pop_prior, push_prior, scale_numerator, Lattice, LIMIT, S};
+use crate::net::{KvCache, Network};
+
+/// Codes tiles of one model at one lattice precision.
+#[derive(Debug, Clone, Copy)]
+pub struct TileCoder<'a> {
+    net: &'a Network,
+    lat: Lattice,
+}
+
+/// The integer transform parameters of one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Params {
+    shift: i64,
+    r: i64,
+}
+
+impl<'a> TileCoder<'a> {
+    /// A coder for `net` with `m` sub-pixel bits.
+    pub fn new(net: &'a Network, m: u32) -> Self {
+        Self {
+            net,
+            lat: Lattice { m },
+        }
+    }
+
+    /// Values per tile (`N * D`).
+    pub fn values(&self) -> usize {
+        self.net.config().dims()
+    }
+
+    fn params(&self, out_row: &[f32], d: usize, k: usize) -> Params {
+        Params {
+            shift: self.lat.shift(out_row[d + k]),
+            r: scale_numerator(out_row[k]),
+        }
+    }
+
+    /// Encodes one tile given as `N x D` pixel values in token order.
+    pub fn encode(&self, stack: &mut Stack, tokens: &[u8]) -> Result<()> {
+        let cfg = self.net.config();
+        let (n, d, m) = (cfg.tokens(), cfg.token_dim(), self.lat.m);
+        if tokens.len() != n * d {
+            return Err(CodecError::Misuse(
+                "tile has the wrong number of values".into(),
+            ));
+        }
+        let mut y = vec![0i64; n * d];
+        for e in (0..n * d).rev() {
+            let u = ans::pop_uniform(stack, 1 << m)? as i64;
+            y[e] = ((tokens[e] as i64 - 128) << m) + u;
+        }
+        for t in 0..cfg.blocks {
+            self.encode_block(stack, t, &mut y)?;
+        }
+        for e in (0..n * d).rev() {
+            push_prior(stack, self.lat, y[e])?;
+        }
+        Ok(())
+    }
+
+    /// Network input of block `t` in its reading order: the first `rows`
+    /// tokens.
+    fn block_input(&self, t: usize, y: &[i64], rows: usize) -> Vec<f32> {
+        let d = self.net.config().token_dim();
+        let mut x = Vec::with_capacity(rows * d);
+        for i in 0..rows {
+            let r = self.net.raster_pos(t, i);
+            x.extend(y[r * d..(r + 1) * d].iter().map(|&v| self.lat.to_model(v)));
+        }
+        x
+    }
+
+    fn encode_block(&self, stack: &mut Stack, t: usize, y: &mut [i64]) -> Result<()> {
+        let cfg = self.net.config();
+        let (n, d) = (cfg.tokens(), cfg.token_dim());
+        if n < 2 {
+            return Ok(());
+        }
+        let out = self.net.block_forward(t, &self.block_input(t, y, n - 1));
+        for i in (1..n).rev() {
+            let row = &out[(i - 1) * 2 * d..i * 2 * d];
+            let r = self.net.raster_pos(t, i);
+            for k in (0..d).rev() {
+                let p = self.params(row, d, k);
+                y[r * d + k] = scale_forward(stack, y[r * d + k], p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes one tile from each stack, all in lockstep so that the
+    /// network runs on the lanes as one batch. Returns `N x D` pixel values
+    /// in token order per stack.
+    pub fn decode_batch(&self, stacks: &mut [&mut Stack]) -> Result<Vec<Vec<u8>>> {
+        let cfg = self.net.config();
+        let (nd, m) = (cfg.tokens() * cfg.token_dim(), self.lat.m);
+        let mut ys = Vec::with_capacity(stacks.len());
+        for s in stacks.iter_mut() {
+            let y = (0..nd)
+                .map(|_| pop_prior(s, self.lat))
+                .collect::<Result<Vec<_>>>()?;
+            ys.push(y);
+        }
+        for t in (0..cfg.blocks).rev() {
+            self.decode_block(stacks, t, &mut ys)?;
+        }
+        let mut out = Vec::with_capacity(stacks.len());
+        for (s, y) in stacks.iter_mut().zip(&ys) {
+            let mut px = Vec::with_capacity(nd);
+            for &v in y {
+                let x = (v >> m) + 128;
+                if !(0..=255).contains(&x) {
+                    return Err(corrupt("decoded pixel out of range"));
+                }
+                ans::push_uniform(s, (v & ((1 << m) - 1)) as u64, 1 << m)?;
+                px.push(x as u8);
+            }
+            out.push(px);
+        }
+        Ok(out)
+    }
+
+    fn decode_block(&self, stacks: &mut [&mut Stack], t: usize, ys: &mut [Vec<i64>]) -> Result<()> {
+        let cfg = self.net.config();
+        let (n, d) = (cfg.tokens(), cfg.token_dim());
+        let mut caches = vec![KvCache::new(cfg.layers); stacks.len()];
+        for i in 1..n {
+            let prev = self.net.raster_pos(t, i - 1);
+            let mut x = Vec::with_capacity(stacks.len() * d);
+            for y in ys.iter() {
+                x.extend(
+                    y[prev * d..(prev + 1) * d]
+                        .iter()
+                        .map(|&v| self.lat.to_model(v)),
+                );
+            }
+            let out = self.net.block_step(t, i - 1, &x, &mut caches);
+            let r = self.net.raster_pos(t, i);
+            for ((s, y), row) in stacks.iter_mut().zip(ys.iter_mut()).zip(out.chunks(2 * d)) {
+                for k in 0..d {
+                    let p = self.params(row, d, k);
+                    y[r * d + k] = scale_inverse(s, y[r * d + k], p)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Encoder side of shift and scale: `Y' = Y - shift`, pop `r_d < R`,
+/// `v = R Y' + r_d`, push `v mod S`, return `v div S`.
+fn scale_forward(stack: &mut Stack, y: i64, p: Params) -> Result<i64> {
+    let yp = y - p.shift;
+    let rd = ans::pop_uniform(stack, p.r as u64)? as i64;
+    let v =
+        p.r.checked_mul(yp)
+            .and_then(|v| v.checked_add(rd))
+            .ok_or_else(|| CodecError::Numeric("scale transform overflow".into()))?;
+    let z = v.div_euclid(S);
+    ans::push_uniform(stack, v.rem_euclid(S) as u64, S as u64)?;
+    if z.abs() > LIMIT {
+        return Err(CodecError::Numeric(
+            "latent grew out of range; the model diverges".into(),
+        ));
+    }
+    Ok(z)
+}
+
+/// Decoder side: pop `r_e < S`, `v = S Z + r_e`, push `v mod R`, return
+/// `v div R + shift`.
+fn scale_inverse(stack: &mut Stack, z: i64, p: Params) -> Result<i64> {
+    let re = ans::pop_uniform(stack, S as u64)? as i64;
+    let v = z * S + re;
+    let yp = v.div_euclid(p.r);
+    ans::push_uniform(stack, v.rem_euclid(p.r) as u64, p.r as u64)?;
+    let y = yp + p.shift;
+    if y.abs() > LIMIT {
+        return Err(corrupt("decoded value out of range"));
+    }
+    Ok(y)
+}

@@ -1,0 +1,144 @@
+//! Byte-exact round trips over sizes, channel counts and content kinds.
+
+mod common;
+
+use common::{kodak_crop, synthetic, tiny_model, Content};
+use tfc_codec::{decode_file, encode_images, CodingParams, Image, ModelSet};
+
+fn round_trip(models: &ModelSet<'_>, images: &[Image], params: CodingParams) -> Vec<u8> {
+    let file = encode_images(models, images, &params).unwrap();
+    let back = decode_file(models, &file).unwrap();
+    assert_eq!(back.len(), images.len());
+    for (a, b) in back.iter().zip(images) {
+        assert_eq!(
+            (a.width, a.height, a.channels),
+            (b.width, b.height, b.channels)
+        );
+        assert!(
+            a.data == b.data,
+            "pixels differ for {}x{}x{}",
+            b.width,
+            b.height,
+            b.channels
+        );
+    }
+    file
+}
+
+fn all_kinds(w: u32, h: u32) {
+    let (gray, rgb) = (tiny_model(1, 1), tiny_model(3, 2));
+    let models = ModelSet::new(&[&gray, &rgb]).unwrap();
+    for (i, content) in [Content::Flat, Content::Gradient, Content::Noise]
+        .into_iter()
+        .enumerate()
+    {
+        for c in [1u8, 3, 4] {
+            let img = synthetic(w, h, c, content, 7 + i as u64);
+            round_trip(&models, &[img], CodingParams::default());
+        }
+    }
+}
+
+#[test]
+fn round_trip_1x1() {
+    all_kinds(1, 1);
+}
+
+#[test]
+fn round_trip_1x40() {
+    all_kinds(1, 40);
+    all_kinds(40, 1);
+}
+
+#[test]
+fn round_trip_17x33() {
+    all_kinds(17, 33);
+}
+
+#[test]
+fn round_trip_32x32() {
+    all_kinds(32, 32);
+}
+
+#[test]
+fn round_trip_100x75() {
+    let (gray, rgb) = (tiny_model(1, 1), tiny_model(3, 2));
+    let models = ModelSet::new(&[&gray, &rgb]).unwrap();
+    for (c, content) in [
+        (3u8, Content::Gradient),
+        (1, Content::Noise),
+        (4, Content::Flat),
+    ] {
+        round_trip(
+            &models,
+            &[synthetic(100, 75, c, content, 3)],
+            CodingParams::default(),
+        );
+    }
+}
+
+#[test]
+fn round_trip_kodak_crop() {
+    let rgb = tiny_model(3, 2);
+    let models = ModelSet::single(&rgb).unwrap();
+    let img = kodak_crop();
+    for params in [
+        CodingParams { m: 4, lanes: 2 },
+        CodingParams { m: 2, lanes: 1 },
+        CodingParams { m: 6, lanes: 5 },
+    ] {
+        round_trip(&models, std::slice::from_ref(&img), params);
+    }
+}
+
+#[test]
+fn several_images_share_a_file() {
+    let (gray, rgb) = (tiny_model(1, 1), tiny_model(3, 2));
+    let models = ModelSet::new(&[&gray, &rgb]).unwrap();
+    let images = [
+        synthetic(9, 5, 3, Content::Gradient, 1),
+        synthetic(3, 12, 1, Content::Noise, 2),
+        synthetic(16, 16, 4, Content::Gradient, 3),
+        synthetic(1, 1, 2, Content::Noise, 4),
+    ];
+    round_trip(&models, &images, CodingParams { m: 3, lanes: 3 });
+}
+
+#[test]
+fn fallback_models_cover_other_channel_counts() {
+    let (gray, rgb) = (tiny_model(1, 1), tiny_model(3, 2));
+    let only_rgb = ModelSet::single(&rgb).unwrap();
+    let only_gray = ModelSet::single(&gray).unwrap();
+    round_trip(
+        &only_rgb,
+        &[synthetic(11, 9, 1, Content::Gradient, 5)],
+        CodingParams::default(),
+    );
+    round_trip(
+        &only_gray,
+        &[synthetic(11, 9, 3, Content::Gradient, 6)],
+        CodingParams::default(),
+    );
+    round_trip(
+        &only_gray,
+        &[synthetic(11, 9, 4, Content::Noise, 6)],
+        CodingParams::default(),
+    );
+}
+
+#[test]
+fn more_lanes_than_tiles_and_m_zero() {
+    let rgb = tiny_model(3, 2);
+    let models = ModelSet::single(&rgb).unwrap();
+    let img = synthetic(5, 5, 3, Content::Noise, 9);
+    round_trip(
+        &models,
+        std::slice::from_ref(&img),
+        CodingParams { m: 0, lanes: 4 },
+    );
+    round_trip(
+        &models,
+        std::slice::from_ref(&img),
+        CodingParams { m: 8, lanes: 1 },
+    );
+}
