@@ -202,27 +202,47 @@ pub fn random_tensors(
 }
 
 /// Serializes f32 tensors into a model file with the metadata the model
-/// crate writes (`tfc.config` with an `arch` field, `tfc.format`).
+/// crate writes (`tfc.config` with an `arch` field, `tfc.format`). The
+/// safetensors header is written with sorted keys so that the same tensors
+/// always give the same bytes (and the same model id).
 pub fn write_model_file(
     cfg: &FlowConfig,
     tensors: &[(String, Vec<usize>, Vec<f32>)],
 ) -> Result<Vec<u8>> {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let mut views = Vec::new();
-    for ((name, shape, _), data) in tensors.iter().zip(&bytes) {
-        let view = TensorView::new(Dtype::F32, shape.clone(), data)
-            .map_err(|e| CodecError::Misuse(format!("tensor {name}: {e}")))?;
-        views.push((name.clone(), view));
+    use serde_json::{json, Map, Value};
+    let mut header = Map::new();
+    let config = json!({ "arch": cfg }).to_string();
+    header.insert(
+        "__metadata__".into(),
+        json!({ META_CONFIG: config, META_FORMAT: MODEL_FORMAT_VERSION }),
+    );
+    let mut offset = 0usize;
+    for (name, shape, values) in tensors {
+        if shape.iter().product::<usize>() != values.len() {
+            return Err(CodecError::Misuse(format!(
+                "tensor {name} has the wrong length"
+            )));
+        }
+        let end = offset + 4 * values.len();
+        header.insert(
+            name.clone(),
+            json!({ "dtype": "F32", "shape": shape, "data_offsets": [offset, end] }),
+        );
+        offset = end;
     }
-    let config = serde_json::json!({ "arch": cfg });
-    let mut meta = HashMap::new();
-    meta.insert(META_CONFIG.to_string(), config.to_string());
-    meta.insert(META_FORMAT.to_string(), MODEL_FORMAT_VERSION.to_string());
-    safetensors::serialize(views, Some(meta))
-        .map_err(|e| CodecError::Misuse(format!("cannot serialize model: {e}")))
+    // serde_json keeps keys sorted (or in insertion order with its
+    // `preserve_order` feature): deterministic either way.
+    let mut text = Value::Object(header).to_string().into_bytes();
+    while text.len() % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + offset);
+    out.extend((text.len() as u64).to_le_bytes());
+    out.extend(text);
+    for (_, _, values) in tensors {
+        out.extend(values.iter().flat_map(|x| x.to_le_bytes()));
+    }
+    Ok(out)
 }
 
 /// Bytes of a random-weight model file (see [`random_tensors`]).
