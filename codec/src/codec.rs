@@ -418,6 +418,39 @@ fn assemble(
     Ok(images)
 }
 
+/// Number of tiles that encoding `images` codes (for progress bars).
+pub fn tiles_for_images(models: &ModelSet<'_>, images: &[Image]) -> Result<usize> {
+    let mut geo = Vec::with_capacity(images.len());
+    for img in images {
+        let cc = img.color_channels();
+        geo.push((
+            img.width as usize,
+            img.height as usize,
+            cc,
+            models.choose(cc)?,
+        ));
+    }
+    Ok(jobs(&geo, models)?.len())
+}
+
+/// Number of tiles in a file with the given header, given its models.
+pub fn tiles_for_header(models: &ModelSet<'_>, header: &Header) -> Result<usize> {
+    let models = resolve_models(models, header)?;
+    let geo: Vec<_> = header
+        .images
+        .iter()
+        .map(|e| {
+            (
+                e.width as usize,
+                e.height as usize,
+                if e.channels >= 3 { 3 } else { 1 },
+                e.model_channels,
+            )
+        })
+        .collect();
+    Ok(jobs(&geo, &models)?.len())
+}
+
 /// What a tfc file holds, read from its header alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileInfo {
