@@ -1,0 +1,260 @@
+//! `tfc train`: runs a preset (with overrides), with progress, validation,
+//! checkpoints, `--resume`, a CSV log and a PNG curve.
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use clap::Args;
+use std::path::{Path, PathBuf};
+use tfc_model::data::{Dataset, FolderOptions};
+use tfc_model::file::WeightDtype;
+use tfc_model::presets;
+use tfc_model::train::Trainer;
+use tfc_model::Noise;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Preset to start from (see --list-presets).
+    #[arg(long, default_value = "fmnist-tiny")]
+    preset: String,
+    /// List the presets and exit.
+    #[arg(long)]
+    list_presets: bool,
+    /// Training data: fashion-mnist:train, fashion-mnist:test, or a folder of images.
+    #[arg(long)]
+    data: Option<String>,
+    /// Validation data (same forms as --data); "none" disables.
+    #[arg(long)]
+    val: Option<String>,
+    /// Use at most this many validation images.
+    #[arg(long, default_value_t = 2000)]
+    val_images: usize,
+    /// Total optimizer steps.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Output model file; checkpoint, CSV log and plot go next to it.
+    #[arg(short, long)]
+    out: PathBuf,
+    /// Resume from the checkpoint next to --out.
+    #[arg(long)]
+    resume: bool,
+    /// Overwrite an existing output and start afresh.
+    #[arg(short, long)]
+    force: bool,
+    /// Batch size.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Warm-up steps.
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// Seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// EMA decay of the weights (0 disables).
+    #[arg(long)]
+    ema: Option<f64>,
+    /// Training noise: "uniform" or "gaussian:SIGMA".
+    #[arg(long)]
+    noise: Option<String>,
+    /// Label dropout probability for class-conditional models.
+    #[arg(long)]
+    label_dropout: Option<f64>,
+    /// Integer downscale of folder images (JPEG sources: 2 or more).
+    #[arg(long)]
+    downscale: Option<usize>,
+    /// Add 2x downscaled copies of folder images (true/false).
+    #[arg(long)]
+    multiscale: Option<bool>,
+    /// Tile side in pixels.
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Patch side.
+    #[arg(long)]
+    patch: Option<usize>,
+    /// Transformer width.
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Flow blocks.
+    #[arg(long)]
+    blocks: Option<usize>,
+    /// Layers per block.
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Attention head dimension.
+    #[arg(long)]
+    head_dim: Option<usize>,
+    /// Validate every N steps (0: never).
+    #[arg(long)]
+    val_every: Option<u64>,
+    /// Checkpoint every N steps.
+    #[arg(long)]
+    ckpt_every: Option<u64>,
+    /// Weight precision of the output model file: f16 or f32.
+    #[arg(long, default_value = "f16")]
+    weights: String,
+}
+
+fn parse_noise(s: &str) -> Result<Noise> {
+    if s == "uniform" {
+        return Ok(Noise::Uniform);
+    }
+    match s.strip_prefix("gaussian:").map(str::parse::<f64>) {
+        Some(Ok(sigma)) if sigma > 0.0 && sigma.is_finite() => Ok(Noise::Gaussian { sigma }),
+        _ => bail!("--noise must be \"uniform\" or \"gaussian:SIGMA\" with SIGMA > 0, not {s:?}"),
+    }
+}
+
+/// Files that belong to a run writing `out`.
+pub struct RunFiles {
+    pub ckpt: PathBuf,
+    pub csv: PathBuf,
+    pub plot: PathBuf,
+}
+
+impl RunFiles {
+    fn new(out: &Path) -> Self {
+        let with = |ext: &str| {
+            let mut s = out.as_os_str().to_owned();
+            s.push(ext);
+            PathBuf::from(s)
+        };
+        Self {
+            ckpt: with(".ckpt"),
+            csv: with(".log.csv"),
+            plot: with(".curve.png"),
+        }
+    }
+}
+
+fn build_trainer(a: &TrainArgs, files: &RunFiles, dev: &Device) -> Result<Trainer> {
+    let p = presets::find(&a.preset).with_context(|| {
+        let names: Vec<_> = presets::all().iter().map(|p| p.name).collect();
+        format!("unknown preset {:?} (have: {})", a.preset, names.join(", "))
+    })?;
+    let mut config = p.config.clone();
+    let arch = &mut config.arch;
+    arch.image_size = a.image_size.unwrap_or(arch.image_size);
+    arch.patch = a.patch.unwrap_or(arch.patch);
+    arch.hidden = a.hidden.unwrap_or(arch.hidden);
+    arch.blocks = a.blocks.unwrap_or(arch.blocks);
+    arch.layers = a.layers.unwrap_or(arch.layers);
+    arch.head_dim = a.head_dim.unwrap_or(arch.head_dim.min(arch.hidden));
+    if let Some(n) = &a.noise {
+        config.noise = parse_noise(n)?;
+    }
+    config.label_dropout = a.label_dropout.unwrap_or(config.label_dropout);
+    config.train.preset = p.name.to_string();
+    let mut o = p.options.clone();
+    o.steps = a.steps.unwrap_or(o.steps);
+    o.batch = a.batch.unwrap_or(o.batch);
+    o.lr = a.lr.unwrap_or(o.lr);
+    o.warmup = a.warmup.unwrap_or(o.warmup);
+    o.seed = a.seed.unwrap_or(o.seed);
+    o.val_every = a.val_every.unwrap_or(o.val_every);
+    o.ckpt_every = a.ckpt_every.unwrap_or(o.ckpt_every);
+    if let Some(e) = a.ema {
+        o.ema = (e > 0.0).then_some(e);
+    }
+    let folder = FolderOptions {
+        channels: config.arch.channels,
+        downscale: a.downscale.unwrap_or(p.downscale),
+        multiscale: a.multiscale.unwrap_or(p.multiscale),
+    };
+    let data_src = a.data.clone().unwrap_or(p.data.to_string());
+    let train = Dataset::open(&data_src, folder)?;
+    let val_src = a.val.clone().or(p.val.map(String::from));
+    let val = match val_src.as_deref() {
+        None | Some("none") => None,
+        Some(s) => {
+            let mut d = Dataset::open(s, folder)?;
+            d.truncate(a.val_images);
+            Some(d)
+        }
+    };
+    config.train.data = train.description.clone();
+    eprintln!(
+        "tfc: {} parameters, {} training images from {}",
+        config.arch.parameter_count(),
+        train.len(),
+        train.description
+    );
+    if a.resume {
+        let steps = a.steps;
+        return Trainer::resume(&files.ckpt, steps, train, val, dev)
+            .with_context(|| format!("resuming from {}", files.ckpt.display()));
+    }
+    Ok(Trainer::new(config, o, train, val, dev)?)
+}
+
+pub fn run(a: &TrainArgs, quiet: bool) -> Result<()> {
+    if a.list_presets {
+        for p in presets::all() {
+            println!("{:12} {}", p.name, p.about);
+        }
+        return Ok(());
+    }
+    let weights = match a.weights.as_str() {
+        "f16" => WeightDtype::F16,
+        "f32" => WeightDtype::F32,
+        w => bail!("--weights must be f16 or f32, not {w:?}"),
+    };
+    let files = RunFiles::new(&a.out);
+    if !a.resume && !a.force && (a.out.exists() || files.ckpt.exists()) {
+        bail!(
+            "{} or its checkpoint exists: use --resume to continue or -f to start afresh",
+            a.out.display()
+        );
+    }
+    if !a.resume && files.csv.exists() {
+        std::fs::remove_file(&files.csv)?;
+    }
+    let dev = Device::Cpu;
+    let mut tr = build_trainer(a, &files, &dev)?;
+    tr.log_to(&files.csv)?;
+    let total = tr.options.steps;
+    let pb = crate::progress(
+        total,
+        quiet,
+        "{elapsed_precise} [{bar:30}] {pos}/{len} {msg} ETA {eta}",
+    );
+    pb.set_position(tr.step);
+    let mut last_val = None;
+    let mut rate = 0.0;
+    while tr.step < total {
+        let s = tr.train_step()?;
+        rate = if rate == 0.0 {
+            s.images_per_s
+        } else {
+            0.95 * rate + 0.05 * s.images_per_s
+        };
+        last_val = s.val_bpd.or(last_val);
+        let val = last_val.map(|v| format!(" val {v:.3}")).unwrap_or_default();
+        pb.set_message(format!(
+            "loss {:.4} bpd {:.3}{val} {:.0} img/s",
+            s.loss, s.bpd, rate
+        ));
+        pb.set_position(s.step);
+        if !s.loss.is_finite() {
+            bail!("loss is not finite at step {}", s.step);
+        }
+        let ce = tr.options.ckpt_every;
+        if (ce > 0 && s.step % ce == 0) || s.step == total {
+            tr.save_checkpoint(&files.ckpt)?;
+            tr.export()?.save(&a.out, weights)?;
+            crate::plot::curve(&files.csv, &files.plot)?;
+        }
+    }
+    pb.finish();
+    let model = tr.export()?;
+    model.save(&a.out, weights)?;
+    crate::plot::curve(&files.csv, &files.plot)?;
+    eprintln!(
+        "tfc: wrote {} (step {}, val bpd {})",
+        a.out.display(),
+        tr.step,
+        last_val.map(|v| format!("{v:.4}")).unwrap_or("n/a".into())
+    );
+    Ok(())
+}

@@ -1,0 +1,297 @@
+//! The TarFlow: patchify, a stack of autoregressive flow blocks with
+//! alternating token order, and the `N(0, I)` prior.
+
+use crate::nn::{sum_per_item, KvCache, Layer, Linear};
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::{Init, VarBuilder};
+use tfc_codec::config::FlowConfig;
+
+/// Labels for a batch: class indices, with `None` meaning "no label" (the
+/// mean class embedding is used, as for a dropped label).
+#[derive(Debug, Clone)]
+pub struct Labels {
+    /// `(B,)` u32 class indices (any value where dropped).
+    pub index: Tensor,
+    /// `(B, 1)` f32: 1 where the label is dropped, else 0.
+    pub dropped: Tensor,
+}
+
+impl Labels {
+    /// Builds labels from optional class indices.
+    pub fn new(labels: &[Option<u32>], dev: &Device) -> Result<Self> {
+        let index: Vec<u32> = labels.iter().map(|l| l.unwrap_or(0)).collect();
+        let dropped: Vec<f32> = labels.iter().map(|l| l.is_none() as u8 as f32).collect();
+        Ok(Self {
+            index: Tensor::new(index, dev)?,
+            dropped: Tensor::from_vec(dropped, (labels.len(), 1), dev)?,
+        })
+    }
+}
+
+/// One flow block: a causal transformer predicting, for each token, the
+/// shift and log-scale of the next one.
+#[derive(Debug, Clone)]
+pub struct FlowBlock {
+    proj_in: Linear,
+    pos_embed: Tensor,
+    class_embed: Option<Tensor>,
+    layers: Vec<Layer>,
+    proj_out: Linear,
+    reversed: bool,
+    token_dim: usize,
+}
+
+/// Per-layer caches of one guidance branch of a block during sampling.
+pub type BlockCache = Vec<KvCache>;
+
+impl FlowBlock {
+    fn new(vb: VarBuilder, cfg: &FlowConfig, t: usize) -> Result<Self> {
+        let (w, d, n) = (cfg.hidden, cfg.token_dim(), cfg.tokens());
+        let small = Init::Randn {
+            mean: 0.0,
+            stdev: 1e-2,
+        };
+        let class_embed = if cfg.classes > 0 {
+            Some(vb.get_with_hints((cfg.classes, w), "class_embed", small)?)
+        } else {
+            None
+        };
+        let layers = (0..cfg.layers)
+            .map(|k| Layer::new(vb.pp(format!("layers.{k}")), w, cfg.head_dim, cfg.mlp_ratio))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            proj_in: Linear::new(vb.pp("proj_in"), d, w)?,
+            pos_embed: vb.get_with_hints((n, w), "pos_embed", small)?,
+            class_embed,
+            layers,
+            proj_out: Linear::zeros(vb.pp("proj_out"), w, 2 * d)?,
+            reversed: FlowConfig::block_reversed(t),
+            token_dim: d,
+        })
+    }
+
+    /// Puts a raster-order sequence `(B, N, ...)` into this block's order
+    /// (and back: the permutation is its own inverse).
+    pub fn permute(&self, x: &Tensor) -> Result<Tensor> {
+        if self.reversed {
+            x.flip(&[1])
+        } else {
+            Ok(x.clone())
+        }
+    }
+
+    fn pos_in_order(&self) -> Result<Tensor> {
+        if self.reversed {
+            self.pos_embed.flip(&[0])
+        } else {
+            Ok(self.pos_embed.clone())
+        }
+    }
+
+    /// Class embedding per batch item, `(B, 1, W)`, or `None` for an
+    /// unconditional model.
+    fn class_term(&self, labels: Option<&Labels>, batch: usize) -> Result<Option<Tensor>> {
+        let Some(table) = &self.class_embed else {
+            return Ok(None);
+        };
+        let mean = table.mean_keepdim(0)?;
+        let e = match labels {
+            None => mean.broadcast_as((batch, table.dim(1)?))?.contiguous()?,
+            Some(l) => {
+                let chosen = table.index_select(&l.index, 0)?;
+                let keep = (1.0 - &l.dropped)?;
+                (chosen.broadcast_mul(&keep)? + mean.broadcast_mul(&l.dropped)?)?
+            }
+        };
+        Ok(Some(e.unsqueeze(1)?))
+    }
+
+    /// Runs the transformer on tokens (block order) and returns the raw
+    /// `(B, T, 2D)` output, not yet shifted. `pos` holds the matching
+    /// position embeddings.
+    fn net(
+        &self,
+        x: &Tensor,
+        pos: &Tensor,
+        class: Option<&Tensor>,
+        temp: f64,
+        mut caches: Option<&mut BlockCache>,
+    ) -> Result<Tensor> {
+        let mut h = self.proj_in.forward(x)?.broadcast_add(pos)?;
+        if let Some(c) = class {
+            h = h.broadcast_add(c)?;
+        }
+        for (k, layer) in self.layers.iter().enumerate() {
+            let cache = caches.as_deref_mut().map(|c| &mut c[k]);
+            h = layer.forward(&h, temp, cache)?;
+        }
+        self.proj_out.forward(&h)
+    }
+
+    /// Data-to-noise direction. `x`: `(B, N, D)` raster order. Returns the
+    /// output in raster order and the log-determinant per item `(B,)`.
+    pub fn forward(&self, x: &Tensor, labels: Option<&Labels>) -> Result<(Tensor, Tensor)> {
+        let (b, n, _) = x.dims3()?;
+        let xp = self.permute(x)?;
+        let class = self.class_term(labels, b)?;
+        let out = self.net(&xp, &self.pos_in_order()?, class.as_ref(), 1.0, None)?;
+        let out = out.narrow(1, 0, n - 1)?.pad_with_zeros(1, 1, 0)?;
+        let a = out.narrow(D::Minus1, 0, self.token_dim)?;
+        let mu = out.narrow(D::Minus1, self.token_dim, self.token_dim)?;
+        let z = (xp - mu)?.mul(&a.neg()?.exp()?)?;
+        Ok((self.permute(&z)?, sum_per_item(&a)?.neg()?))
+    }
+
+    /// Number of transformer layers (one KV cache each).
+    pub fn layer_count(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// One sampling step: feeds token `i` (block order) of `x` through the
+    /// network with the cache holding tokens `< i`, and returns the
+    /// log-scale `a` and shift `mu` of token `i + 1`, each `(B, D)`.
+    pub fn step(
+        &self,
+        token: &Tensor,
+        i: usize,
+        labels: Option<&Labels>,
+        temp: f64,
+        caches: &mut BlockCache,
+    ) -> Result<(Tensor, Tensor)> {
+        let b = token.dim(0)?;
+        let pos = self.pos_in_order()?.narrow(0, i, 1)?;
+        let class = self.class_term(labels, b)?;
+        let out = self.net(
+            &token.unsqueeze(1)?,
+            &pos,
+            class.as_ref(),
+            temp,
+            Some(caches),
+        )?;
+        let out = out.squeeze(1)?;
+        Ok((
+            out.narrow(D::Minus1, 0, self.token_dim)?,
+            out.narrow(D::Minus1, self.token_dim, self.token_dim)?,
+        ))
+    }
+
+    /// Reference inverse without a cache: recomputes the whole prefix for
+    /// each token. `z`: `(B, N, D)` raster order; returns raster order.
+    pub fn reverse_naive(&self, z: &Tensor, labels: Option<&Labels>) -> Result<Tensor> {
+        let (b, n, _) = z.dims3()?;
+        let zp = self.permute(z)?;
+        let mut xs: Vec<Tensor> = vec![zp.narrow(1, 0, 1)?];
+        let pos = self.pos_in_order()?;
+        let class = self.class_term(labels, b)?;
+        for i in 0..n - 1 {
+            let prefix = Tensor::cat(&xs, 1)?;
+            let out = self.net(
+                &prefix,
+                &pos.narrow(0, 0, i + 1)?,
+                class.as_ref(),
+                1.0,
+                None,
+            )?;
+            let last = out.narrow(1, i, 1)?;
+            let a = last.narrow(D::Minus1, 0, self.token_dim)?;
+            let mu = last.narrow(D::Minus1, self.token_dim, self.token_dim)?;
+            let zi = zp.narrow(1, i + 1, 1)?;
+            xs.push((zi.mul(&a.exp()?)? + mu)?);
+        }
+        self.permute(&Tensor::cat(&xs, 1)?)
+    }
+}
+
+/// The whole flow.
+#[derive(Debug, Clone)]
+pub struct TarFlow {
+    cfg: FlowConfig,
+    blocks: Vec<FlowBlock>,
+}
+
+impl TarFlow {
+    /// Builds the model from a var builder (fresh init or loaded weights).
+    pub fn new(vb: VarBuilder, cfg: &FlowConfig) -> Result<Self> {
+        cfg.validate().map_err(candle_core::Error::msg)?;
+        let blocks = (0..cfg.blocks)
+            .map(|t| FlowBlock::new(vb.pp(format!("blocks.{t}")), cfg, t))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            blocks,
+        })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &FlowConfig {
+        &self.cfg
+    }
+
+    /// The flow blocks in data-to-noise order.
+    pub fn blocks(&self) -> &[FlowBlock] {
+        &self.blocks
+    }
+
+    /// `(B, C, H, W)` to `(B, N, C p^2)` tokens, patches in raster order,
+    /// values channel-major within a token (as PyTorch's `unfold`).
+    pub fn patchify(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let p = self.cfg.patch;
+        x.reshape((b, c, h / p, p, w / p, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .reshape((b, (h / p) * (w / p), c * p * p))
+    }
+
+    /// Inverse of [`Self::patchify`].
+    pub fn unpatchify(&self, t: &Tensor) -> Result<Tensor> {
+        let (b, _, _) = t.dims3()?;
+        let (p, c, s) = (self.cfg.patch, self.cfg.channels, self.cfg.image_size);
+        t.reshape((b, s / p, s / p, c, p, p))?
+            .permute((0, 3, 1, 4, 2, 5))?
+            .reshape((b, c, s, s))
+    }
+
+    /// Data to noise on tokens; returns `z` and the total log-det per item.
+    pub fn forward_tokens(&self, x: &Tensor, labels: Option<&Labels>) -> Result<(Tensor, Tensor)> {
+        let mut x = x.clone();
+        let mut logdet = Tensor::zeros(x.dim(0)?, DType::F32, x.device())?;
+        for block in &self.blocks {
+            let (z, ld) = block.forward(&x, labels)?;
+            x = z;
+            logdet = (logdet + ld)?;
+        }
+        Ok((x, logdet))
+    }
+
+    /// Negative log-likelihood in nats per dimension of continuous `y` in
+    /// model space, per item `(B,)`, including `0.5 ln 2 pi`.
+    pub fn nll_per_dim(&self, y: &Tensor, labels: Option<&Labels>) -> Result<Tensor> {
+        let (z, logdet) = self.forward_tokens(&self.patchify(y)?, labels)?;
+        let dims = self.cfg.dims() as f64;
+        let sq = (sum_per_item(&z.sqr()?)? * (0.5 / dims))?;
+        let c = 0.5 * (2.0 * std::f64::consts::PI).ln();
+        (sq - (logdet / dims)?)? + c
+    }
+
+    /// The paper's training loss: `0.5 mean(z^2) - mean(logdet) / D`.
+    pub fn loss(&self, y: &Tensor, labels: Option<&Labels>) -> Result<Tensor> {
+        let (z, logdet) = self.forward_tokens(&self.patchify(y)?, labels)?;
+        let dims = self.cfg.dims() as f64;
+        (z.sqr()?.mean_all()? * 0.5)? - (logdet.mean_all()? / dims)?
+    }
+
+    /// Noise to data without a cache (slow reference), tokens in and out.
+    pub fn reverse_naive(&self, z: &Tensor, labels: Option<&Labels>) -> Result<Tensor> {
+        let mut x = z.clone();
+        for block in self.blocks.iter().rev() {
+            x = block.reverse_naive(&x, labels)?;
+        }
+        Ok(x)
+    }
+}
+
+/// Converts a loss in nats per dimension (with the Gaussian constant) of
+/// data in `[-1, 1]` to bits per 8-bit dimension.
+pub fn nats_to_bpd(nats_per_dim: f64) -> f64 {
+    (nats_per_dim + 128f64.ln()) / std::f64::consts::LN_2
+}

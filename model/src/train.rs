@@ -1,0 +1,477 @@
+//! Training: AdamW with warm-up and cosine decay, gradient clipping, an
+//! optional EMA of the weights, label dropout, validation, checkpoints that
+//! resume exactly, and a CSV log.
+
+use crate::config::{ModelConfig, Noise};
+use crate::data::{to_model_space, Dataset, Sampler};
+use crate::error::{ModelError, Result};
+use crate::file::{decode_safetensors, encode_safetensors, write_atomic, Model, WeightDtype};
+use crate::flow::{nats_to_bpd, Labels, TarFlow};
+use candle_core::{backprop::GradStore, Device, Tensor, Var};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Optimisation settings of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    /// Total optimizer steps.
+    pub steps: u64,
+    /// Images per step.
+    pub batch: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Learning rate reached at the last step (cosine).
+    pub min_lr: f64,
+    /// Linear warm-up steps.
+    pub warmup: u64,
+    /// AdamW betas.
+    pub betas: (f64, f64),
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// Gradient-norm clipping threshold (0 disables).
+    pub clip: f64,
+    /// EMA decay of the weights (none disables).
+    pub ema: Option<f64>,
+    /// Random horizontal flips.
+    pub flip: bool,
+    /// Seed of initialisation and data order.
+    pub seed: u64,
+    /// Validate every this many steps (0 disables).
+    pub val_every: u64,
+    /// Checkpoint every this many steps (0: only at the end).
+    pub ckpt_every: u64,
+}
+
+impl TrainOptions {
+    /// Learning rate at `step` (0-based): linear warm-up, then cosine to
+    /// `min_lr` at `steps`.
+    pub fn lr_at(&self, step: u64) -> f64 {
+        if step < self.warmup {
+            return self.lr * (step + 1) as f64 / self.warmup as f64;
+        }
+        let span = self.steps.saturating_sub(self.warmup).max(1) as f64;
+        let t = ((step - self.warmup) as f64 / span).min(1.0);
+        self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + (std::f64::consts::PI * t).cos())
+    }
+}
+
+/// AdamW with PyTorch's semantics, with state that can be saved.
+pub struct AdamW {
+    vars: Vec<(String, Var)>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    t: u64,
+    betas: (f64, f64),
+    weight_decay: f64,
+}
+
+impl AdamW {
+    /// Optimizer over named variables (sorted by name for a stable order).
+    pub fn new(mut vars: Vec<(String, Var)>, betas: (f64, f64), weight_decay: f64) -> Result<Self> {
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let m = vars
+            .iter()
+            .map(|(_, v)| v.as_tensor().zeros_like())
+            .collect::<candle_core::Result<_>>()?;
+        let v = vars
+            .iter()
+            .map(|(_, v)| v.as_tensor().zeros_like())
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self {
+            vars,
+            m,
+            v,
+            t: 0,
+            betas,
+            weight_decay,
+        })
+    }
+
+    /// Global L2 norm of the gradients.
+    pub fn grad_norm(&self, grads: &GradStore) -> Result<f64> {
+        let mut sq = 0f64;
+        for (_, var) in &self.vars {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+            }
+        }
+        Ok(sq.sqrt())
+    }
+
+    /// One update with learning rate `lr`, gradients scaled by `scale`.
+    pub fn step(&mut self, grads: &GradStore, lr: f64, scale: f64) -> Result<()> {
+        self.t += 1;
+        let (b1, b2) = self.betas;
+        let c1 = 1.0 - b1.powi(self.t as i32);
+        let c2 = 1.0 - b2.powi(self.t as i32);
+        for (i, (_, var)) in self.vars.iter().enumerate() {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let g = (g * scale)?;
+            let m = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
+            let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            let denom = ((&v / c2)?.sqrt()? + 1e-8)?;
+            let update = ((&m / c1)? / denom)?;
+            let p = (var.as_tensor() * (1.0 - lr * self.weight_decay))?;
+            var.set(&(p - (update * lr)?)?)?;
+            self.m[i] = m;
+            self.v[i] = v;
+        }
+        Ok(())
+    }
+}
+
+/// What one step reports.
+#[derive(Debug, Clone, Copy)]
+pub struct StepStats {
+    /// Step just finished (1-based).
+    pub step: u64,
+    /// Loss in nats per dimension (without the Gaussian constant).
+    pub loss: f64,
+    /// The loss as bits per dimension.
+    pub bpd: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Training throughput over this step.
+    pub images_per_s: f64,
+    /// Validation BPD if this step validated.
+    pub val_bpd: Option<f64>,
+}
+
+/// Checkpoint metadata key.
+const META_CKPT: &str = "tfc.checkpoint";
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointMeta {
+    step: u64,
+    adam_t: u64,
+    options: TrainOptions,
+    config: ModelConfig,
+}
+
+/// A training run: model, optimizer, EMA, data and logs.
+pub struct Trainer {
+    /// The model being trained.
+    pub model: Model,
+    opt: AdamW,
+    ema: Option<Vec<Tensor>>,
+    /// Steps done.
+    pub step: u64,
+    /// Settings.
+    pub options: TrainOptions,
+    train: Dataset,
+    sampler: Sampler,
+    val: Option<(Vec<Vec<u8>>, Vec<Option<u32>>)>,
+    dev: Device,
+    csv: Option<PathBuf>,
+}
+
+impl Trainer {
+    /// A new run from a fresh model.
+    pub fn new(
+        config: ModelConfig,
+        options: TrainOptions,
+        train: Dataset,
+        val: Option<Dataset>,
+        dev: &Device,
+    ) -> Result<Self> {
+        let model = Model::fresh(config, options.seed, dev)?;
+        Self::with_model(model, options, train, val, dev)
+    }
+
+    fn with_model(
+        model: Model,
+        options: TrainOptions,
+        train: Dataset,
+        val: Option<Dataset>,
+        dev: &Device,
+    ) -> Result<Self> {
+        let arch = &model.config.arch;
+        if train.channels() != arch.channels {
+            return Err(ModelError::Data(format!(
+                "{} has {} channels, the model {}",
+                train.description,
+                train.channels(),
+                arch.channels
+            )));
+        }
+        let vars: Vec<(String, Var)> = model
+            .vars
+            .data()
+            .lock()
+            .expect("varmap lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let opt = AdamW::new(vars, options.betas, options.weight_decay)?;
+        let ema = match options.ema {
+            Some(_) => Some(
+                opt.vars
+                    .iter()
+                    .map(|(_, v)| v.as_tensor().copy())
+                    .collect::<candle_core::Result<_>>()?,
+            ),
+            None => None,
+        };
+        let sampler = Sampler::new(&train, arch.image_size, options.flip)?;
+        let val = val.map(|d| d.tiles(arch.image_size));
+        Ok(Self {
+            model,
+            opt,
+            ema,
+            step: 0,
+            options,
+            train,
+            sampler,
+            val,
+            dev: dev.clone(),
+            csv: None,
+        })
+    }
+
+    /// Appends one CSV row per step to `path` (header written if new).
+    pub fn log_to(&mut self, path: &Path) -> Result<()> {
+        if !path.exists() {
+            let header = "step,lr,loss,train_bpd,grad_norm,images_per_s,val_bpd\n";
+            std::fs::write(path, header).map_err(|e| ModelError::io(path, e))?;
+        }
+        self.csv = Some(path.to_path_buf());
+        Ok(())
+    }
+
+    fn step_rng(&self) -> StdRng {
+        StdRng::seed_from_u64(
+            self.options.seed ^ (self.step + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        )
+    }
+
+    /// Runs one optimizer step.
+    pub fn train_step(&mut self) -> Result<StepStats> {
+        let start = Instant::now();
+        let mut rng = self.step_rng();
+        let arch = self.model.config.arch.clone();
+        let b = self.options.batch;
+        let (px, labels) = self.sampler.batch(&self.train, b, &mut rng);
+        let shape = (b, arch.channels, arch.image_size, arch.image_size);
+        let y = to_model_space(&px, shape, self.model.config.noise, &mut rng, &self.dev)?;
+        let labels = self.train_labels(&labels, &mut rng)?;
+        let loss = self.model.flow.loss(&y, labels.as_ref())?;
+        let grads = loss.backward()?;
+        let grad_norm = self.opt.grad_norm(&grads)?;
+        let clip = self.options.clip;
+        let scale = if clip > 0.0 && grad_norm > clip {
+            clip / (grad_norm + 1e-6)
+        } else {
+            1.0
+        };
+        let lr = self.options.lr_at(self.step);
+        self.opt.step(&grads, lr, scale)?;
+        self.update_ema()?;
+        self.step += 1;
+        let loss = loss.to_scalar::<f32>()? as f64;
+        let c = 0.5 * (2.0 * std::f64::consts::PI).ln();
+        let mut stats = StepStats {
+            step: self.step,
+            loss,
+            bpd: nats_to_bpd(loss + c),
+            lr,
+            grad_norm,
+            images_per_s: b as f64 / start.elapsed().as_secs_f64(),
+            val_bpd: None,
+        };
+        let ve = self.options.val_every;
+        if ve > 0 && (self.step % ve == 0 || self.step == self.options.steps) {
+            stats.val_bpd = self.validate()?;
+        }
+        self.write_csv(&stats)?;
+        Ok(stats)
+    }
+
+    fn train_labels(&self, labels: &[Option<u32>], rng: &mut StdRng) -> Result<Option<Labels>> {
+        if self.model.config.arch.classes == 0 {
+            return Ok(None);
+        }
+        let p = self.model.config.label_dropout;
+        let kept: Vec<Option<u32>> = labels
+            .iter()
+            .map(|l| if rng.random_bool(p) { None } else { *l })
+            .collect();
+        Ok(Some(Labels::new(&kept, &self.dev)?))
+    }
+
+    fn update_ema(&mut self) -> Result<()> {
+        let (Some(ema), Some(d)) = (&mut self.ema, self.options.ema) else {
+            return Ok(());
+        };
+        for (e, (_, v)) in ema.iter_mut().zip(&self.opt.vars) {
+            *e = ((&*e * d)? + (v.as_tensor() * (1.0 - d))?)?;
+        }
+        Ok(())
+    }
+
+    fn write_csv(&self, s: &StepStats) -> Result<()> {
+        let Some(path) = &self.csv else {
+            return Ok(());
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| ModelError::io(path, e))?;
+        let val = s.val_bpd.map(|v| format!("{v:.5}")).unwrap_or_default();
+        writeln!(
+            f,
+            "{},{:.6e},{:.6},{:.5},{:.4},{:.1},{}",
+            s.step, s.lr, s.loss, s.bpd, s.grad_norm, s.images_per_s, val
+        )
+        .map_err(|e| ModelError::io(path, e))
+    }
+
+    /// The model with the weights to ship: the EMA if enabled, else the
+    /// current weights.
+    pub fn export(&self) -> Result<Model> {
+        let mut config = self.model.config.clone();
+        config.train.step = self.step;
+        config.train.ema = self.ema.is_some();
+        let model = Model::fresh(config, 0, &self.dev)?;
+        model.set_weights(&self.export_weights()?, &self.dev)?;
+        Ok(model)
+    }
+
+    fn export_weights(&self) -> Result<HashMap<String, Tensor>> {
+        match &self.ema {
+            Some(ema) => Ok(self
+                .opt
+                .vars
+                .iter()
+                .zip(ema)
+                .map(|((n, _), e)| (n.clone(), e.clone()))
+                .collect()),
+            None => self.model.weights(),
+        }
+    }
+
+    /// Validation BPD (uniform dequantization, fixed seed) of the exported
+    /// weights on the validation tiles.
+    pub fn validate(&mut self) -> Result<Option<f64>> {
+        let Some((tiles, labels)) = &self.val else {
+            return Ok(None);
+        };
+        let model = self.export()?;
+        let bpd = tile_bpd(&model.flow, tiles, labels, 1, 256, 0, &self.dev)?;
+        let mean = bpd.iter().sum::<f64>() / bpd.len().max(1) as f64;
+        self.model.config.train.val_bpd = Some(mean);
+        Ok(Some(mean))
+    }
+
+    /// Writes a checkpoint: weights, optimizer moments, EMA, step, options.
+    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        let mut t = self.model.weights()?;
+        for (i, (n, _)) in self.opt.vars.iter().enumerate() {
+            t.insert(format!("adam_m.{n}"), self.opt.m[i].clone());
+            t.insert(format!("adam_v.{n}"), self.opt.v[i].clone());
+            if let Some(ema) = &self.ema {
+                t.insert(format!("ema.{n}"), ema[i].clone());
+            }
+        }
+        let meta = CheckpointMeta {
+            step: self.step,
+            adam_t: self.opt.t,
+            options: self.options.clone(),
+            config: self.model.config.clone(),
+        };
+        let json = serde_json::to_string(&meta).map_err(|e| ModelError::Config(e.to_string()))?;
+        let bytes = encode_safetensors(
+            &t,
+            HashMap::from([(META_CKPT.to_string(), json)]),
+            WeightDtype::F32,
+        )?;
+        write_atomic(path, &bytes)
+    }
+
+    /// Resumes a run from a checkpoint. `steps` may extend the schedule.
+    pub fn resume(
+        path: &Path,
+        steps: Option<u64>,
+        train: Dataset,
+        val: Option<Dataset>,
+        dev: &Device,
+    ) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+        let (meta, tensors) = decode_safetensors(&bytes)?;
+        let json = meta
+            .get(META_CKPT)
+            .ok_or_else(|| ModelError::BadFile(format!("{}: not a checkpoint", path.display())))?;
+        let m: CheckpointMeta = serde_json::from_str(json)
+            .map_err(|e| ModelError::BadFile(format!("{}: {e}", path.display())))?;
+        let mut options = m.options;
+        if let Some(s) = steps {
+            options.steps = s;
+        }
+        let model = Model::fresh(m.config, 0, dev)?;
+        model.set_weights(&tensors, dev)?;
+        let mut tr = Self::with_model(model, options, train, val, dev)?;
+        let get = |k: String| {
+            tensors
+                .get(&k)
+                .cloned()
+                .ok_or_else(|| ModelError::BadFile(format!("checkpoint lacks {k}")))
+        };
+        for i in 0..tr.opt.vars.len() {
+            let n = tr.opt.vars[i].0.clone();
+            tr.opt.m[i] = get(format!("adam_m.{n}"))?.to_device(dev)?;
+            tr.opt.v[i] = get(format!("adam_v.{n}"))?.to_device(dev)?;
+            if let Some(ema) = &mut tr.ema {
+                ema[i] = get(format!("ema.{n}"))?.to_device(dev)?;
+            }
+        }
+        tr.opt.t = m.adam_t;
+        tr.step = m.step;
+        Ok(tr)
+    }
+}
+
+/// Bits per dimension of each 8-bit tile (planar, model-sized) under
+/// uniform dequantization, averaged over `samples` noise draws.
+pub fn tile_bpd(
+    flow: &TarFlow,
+    tiles: &[Vec<u8>],
+    labels: &[Option<u32>],
+    samples: usize,
+    batch: usize,
+    seed: u64,
+    dev: &Device,
+) -> Result<Vec<f64>> {
+    let arch = flow.config();
+    let s = arch.image_size;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = vec![0f64; tiles.len()];
+    for _ in 0..samples.max(1) {
+        for (ci, chunk) in tiles.chunks(batch.max(1)).enumerate() {
+            let px: Vec<u8> = chunk.concat();
+            let shape = (chunk.len(), arch.channels, s, s);
+            let y = to_model_space(&px, shape, Noise::Uniform, &mut rng, dev)?;
+            let lab = if arch.classes > 0 && labels.iter().all(|l| l.is_some()) {
+                Some(Labels::new(
+                    &labels[ci * batch..ci * batch + chunk.len()],
+                    dev,
+                )?)
+            } else {
+                None
+            };
+            let nll: Vec<f32> = flow.nll_per_dim(&y, lab.as_ref())?.to_vec1()?;
+            for (j, v) in nll.iter().enumerate() {
+                out[ci * batch + j] += nats_to_bpd(*v as f64);
+            }
+        }
+    }
+    let k = samples.max(1) as f64;
+    Ok(out.into_iter().map(|v| v / k).collect())
+}

@@ -1,0 +1,269 @@
+//! Behaviour of the TarFlow: invertibility, exact log-determinant, training
+//! progress, and model files.
+
+use candle_core::{DType, Device, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tfc_model::config::{FlowConfig, ModelConfig};
+use tfc_model::data::{Dataset, Planar};
+use tfc_model::file::{Model, WeightDtype};
+use tfc_model::train::{TrainOptions, Trainer};
+use tfc_model::Labels;
+
+fn tiny(classes: usize) -> FlowConfig {
+    FlowConfig {
+        channels: 1,
+        image_size: 4,
+        patch: 2,
+        hidden: 16,
+        blocks: 2,
+        layers: 1,
+        head_dim: 8,
+        mlp_ratio: 4,
+        classes,
+    }
+}
+
+/// A fresh model with its zero-initialised output layers replaced by random
+/// values, so that every block really transforms its input.
+fn random_model(arch: FlowConfig, seed: u64) -> Model {
+    let dev = Device::Cpu;
+    let model = Model::fresh(ModelConfig::new(arch), seed, &dev).unwrap();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut w = model.weights().unwrap();
+    for (name, t) in w.iter_mut() {
+        if name.contains("proj_out") {
+            let v: Vec<f32> = (0..t.elem_count())
+                .map(|_| rng.random_range(-0.2..0.2))
+                .collect();
+            *t = Tensor::from_vec(v, t.shape(), &dev).unwrap();
+        }
+    }
+    model.set_weights(&w, &dev).unwrap();
+    model
+}
+
+fn randn(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+#[test]
+fn each_block_inverse_recovers_its_input() {
+    let model = random_model(tiny(0), 1);
+    let x = randn(&[3, 4, 4], 2);
+    for block in model.flow.blocks() {
+        let (z, _) = block.forward(&x, None).unwrap();
+        assert!(
+            max_abs_diff(&z, &x) > 1e-3,
+            "block must not be the identity"
+        );
+        let back = block.reverse_naive(&z, None).unwrap();
+        assert!(max_abs_diff(&back, &x) < 1e-4);
+    }
+    let (z, _) = model.flow.forward_tokens(&x, None).unwrap();
+    let back = model.flow.reverse_naive(&z, None).unwrap();
+    assert!(max_abs_diff(&back, &x) < 1e-4);
+}
+
+#[test]
+fn logdet_matches_numerical_jacobian() {
+    let model = random_model(tiny(0), 3);
+    let x = randn(&[1, 4, 4], 4);
+    let (_, logdet) = model.flow.forward_tokens(&x, None).unwrap();
+    let logdet = logdet.to_vec1::<f32>().unwrap()[0] as f64;
+    // Central differences in f64 of the f32 map, column by column.
+    let flat: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+    let d = flat.len();
+    let eps = 1e-2f32;
+    let f = |v: &[f32]| -> Vec<f64> {
+        let t = Tensor::from_vec(v.to_vec(), (1, 4, 4), &Device::Cpu).unwrap();
+        let (z, _) = model.flow.forward_tokens(&t, None).unwrap();
+        let z: Vec<f32> = z.flatten_all().unwrap().to_vec1().unwrap();
+        z.into_iter().map(f64::from).collect()
+    };
+    let mut jac = vec![vec![0f64; d]; d];
+    for j in 0..d {
+        let (mut p, mut m) = (flat.clone(), flat.clone());
+        p[j] += eps;
+        m[j] -= eps;
+        let (fp, fm) = (f(&p), f(&m));
+        for i in 0..d {
+            jac[i][j] = (fp[i] - fm[i]) / (2.0 * eps as f64);
+        }
+    }
+    let numeric = log_abs_det(jac);
+    assert!(
+        (numeric - logdet).abs() < 2e-2,
+        "numeric {numeric} vs model {logdet}"
+    );
+}
+
+/// log|det| by Gaussian elimination with partial pivoting.
+fn log_abs_det(mut a: Vec<Vec<f64>>) -> f64 {
+    let n = a.len();
+    let mut acc = 0.0;
+    for c in 0..n {
+        let p = (c..n)
+            .max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))
+            .unwrap();
+        a.swap(c, p);
+        let piv = a[c][c];
+        acc += piv.abs().ln();
+        for r in c + 1..n {
+            let f = a[r][c] / piv;
+            for k in c..n {
+                a[r][k] -= f * a[c][k];
+            }
+        }
+    }
+    acc
+}
+
+fn handful(n: usize, size: usize) -> Dataset {
+    let mut rng = StdRng::seed_from_u64(9);
+    let images = (0..n)
+        .map(|_| {
+            let base: u8 = rng.random_range(40..200);
+            let data = (0..size * size)
+                .map(|i| base.wrapping_add((i % size) as u8 * 6))
+                .collect();
+            Planar {
+                channels: 1,
+                height: size,
+                width: size,
+                data,
+            }
+        })
+        .collect();
+    Dataset {
+        images,
+        labels: Some((0..n as u32).map(|i| i % 2).collect()),
+        description: "handful".into(),
+    }
+}
+
+fn quick_options(steps: u64) -> TrainOptions {
+    TrainOptions {
+        steps,
+        batch: 8,
+        lr: 3e-3,
+        min_lr: 1e-4,
+        warmup: 5,
+        betas: (0.9, 0.95),
+        weight_decay: 1e-4,
+        clip: 1.0,
+        ema: Some(0.9),
+        flip: false,
+        seed: 5,
+        val_every: 0,
+        ckpt_every: 0,
+    }
+}
+
+#[test]
+fn loss_falls_when_overfitting_a_handful_of_images() {
+    let dev = Device::Cpu;
+    let mut config = ModelConfig::new(FlowConfig {
+        image_size: 8,
+        ..tiny(2)
+    });
+    config.label_dropout = 0.2;
+    let mut tr = Trainer::new(config, quick_options(60), handful(4, 8), None, &dev).unwrap();
+    let first: f64 = (0..5).map(|_| tr.train_step().unwrap().loss).sum::<f64>() / 5.0;
+    let mut last = 0.0;
+    while tr.step < 60 {
+        last = tr.train_step().unwrap().loss;
+    }
+    assert!(last < first - 0.5, "loss went from {first} to {last}");
+}
+
+#[test]
+fn resume_continues_exactly() {
+    let dev = Device::Cpu;
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("run.ckpt");
+    let config = ModelConfig::new(FlowConfig {
+        image_size: 8,
+        ..tiny(0)
+    });
+    let data = handful(4, 8);
+    let mut a = Trainer::new(config.clone(), quick_options(10), data.clone(), None, &dev).unwrap();
+    for _ in 0..5 {
+        a.train_step().unwrap();
+    }
+    a.save_checkpoint(&ckpt).unwrap();
+    let mut b = Trainer::resume(&ckpt, None, data, None, &dev).unwrap();
+    assert_eq!(b.step, 5);
+    for _ in 0..5 {
+        let (sa, sb) = (a.train_step().unwrap(), b.train_step().unwrap());
+        assert_eq!(sa.loss, sb.loss);
+    }
+}
+
+#[test]
+fn save_and_load_give_identical_outputs() {
+    let dev = Device::Cpu;
+    let model = random_model(tiny(3), 7);
+    let x = randn(&[2, 1, 4, 4], 8);
+    let labels = Labels::new(&[Some(2), None], &dev).unwrap();
+    let before = model.flow.nll_per_dim(&x, Some(&labels)).unwrap();
+    let bytes = model.to_bytes(WeightDtype::F32).unwrap();
+    let loaded = Model::from_bytes(&bytes, &dev).unwrap();
+    assert_eq!(loaded.config, model.config);
+    let after = loaded.flow.nll_per_dim(&x, Some(&labels)).unwrap();
+    assert_eq!(
+        before.to_vec1::<f32>().unwrap(),
+        after.to_vec1::<f32>().unwrap()
+    );
+    // f16 storage halves the size and stays close.
+    let half = model.to_bytes(WeightDtype::F16).unwrap();
+    assert!(half.len() < bytes.len() * 6 / 10);
+    let h = Model::from_bytes(&half, &dev).unwrap();
+    let hv = h.flow.nll_per_dim(&x, Some(&labels)).unwrap();
+    assert!(max_abs_diff(&hv, &before) < 1e-2);
+    assert_eq!(hv.dtype(), DType::F32);
+}
+
+#[test]
+fn damaged_or_foreign_model_files_are_refused() {
+    let dev = Device::Cpu;
+    let model = random_model(tiny(0), 11);
+    let bytes = model.to_bytes(WeightDtype::F32).unwrap();
+    for cut in [0, 7, 100, bytes.len() / 2, bytes.len() - 1] {
+        assert!(
+            Model::from_bytes(&bytes[..cut], &dev).is_err(),
+            "cut at {cut}"
+        );
+    }
+    let mut flipped = bytes.clone();
+    flipped[10] ^= 0x5a;
+    assert!(Model::from_bytes(&flipped, &dev).is_err());
+    assert!(Model::from_bytes(b"PNG not a model at all, just some bytes", &dev).is_err());
+    // A valid file of a different architecture does not load as another.
+    let other = random_model(
+        FlowConfig {
+            hidden: 32,
+            ..tiny(0)
+        },
+        1,
+    );
+    let mut t = other.weights().unwrap();
+    t.retain(|k, _| !k.contains("fc1"));
+    let partial = tfc_model::file::write_tensors(&other.config, &t, WeightDtype::F32).unwrap();
+    let err = Model::from_bytes(&partial, &dev).err().expect("must fail");
+    assert!(err.to_string().contains("tensors"), "{err}");
+}
