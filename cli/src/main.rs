@@ -7,6 +7,7 @@ mod bpd;
 mod builtin;
 mod codec_cmd;
 mod plot;
+mod sample;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Bits per dimension of a model on images.
     Bpd(bpd::BpdArgs),
+    /// Generate images.
+    Sample(sample::SampleArgs),
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -83,6 +86,7 @@ fn main() {
         Command::Info(a) => codec_cmd::info(a),
         Command::Train(a) => train::run(a, cli.quiet),
         Command::Bpd(a) => bpd::run(a, cli.quiet),
+        Command::Sample(a) => sample::run(a, cli.quiet),
     });
     if let Err(e) = result {
         eprintln!("tfc: error: {e:#}");

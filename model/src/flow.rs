@@ -74,7 +74,7 @@ impl FlowBlock {
     /// (and back: the permutation is its own inverse).
     pub fn permute(&self, x: &Tensor) -> Result<Tensor> {
         if self.reversed {
-            x.flip(&[1])
+            x.contiguous()?.flip(&[1])
         } else {
             Ok(x.clone())
         }

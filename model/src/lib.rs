@@ -10,6 +10,7 @@ pub mod flow;
 pub mod nn;
 pub mod ops;
 pub mod presets;
+pub mod sample;
 pub mod train;
 
 pub use config::{FlowConfig, ModelConfig, Noise};
