@@ -7,7 +7,7 @@
 use std::borrow::Borrow;
 use std::num::NonZeroU32;
 
-use constriction::stream::model::{DecoderModel, DefaultUniformModel, EncoderModel, EntropyModel};
+use constriction::stream::model::{DecoderModel, EncoderModel, EntropyModel};
 use constriction::stream::stack::DefaultAnsCoder;
 use constriction::stream::{Decode, Encode};
 
@@ -27,9 +27,9 @@ pub fn push_uniform(stack: &mut Stack, value: u64, range: u64) -> Result<()> {
     if range <= 1 {
         return Ok(());
     }
-    let model = DefaultUniformModel::new(range as usize);
+    let model = Uniform::new(range);
     stack
-        .encode_symbol(value as usize, model)
+        .encode_symbol(value as u32, model)
         .map_err(|e| CodecError::Numeric(format!("uniform push failed: {e}")))
 }
 
@@ -39,10 +39,68 @@ pub fn pop_uniform(stack: &mut Stack, range: u64) -> Result<u64> {
     if range <= 1 {
         return Ok(0);
     }
-    let model = DefaultUniformModel::new(range as usize);
+    let model = Uniform::new(range);
     match stack.decode_symbol(model) {
         Ok(v) => Ok(v as u64),
         Err(e) => Err(corrupt(format!("uniform pop failed: {e}"))),
+    }
+}
+
+/// A uniform distribution over `0..range` (`2 <= range <= TOTAL`) whose
+/// fixed-point probabilities differ by at most one unit, so that popping
+/// gains almost exactly `log2 range` bits. (constriction's `UniformModel`
+/// gives the remainder of the mass to the last symbol, which loses up to
+/// about 0.02 bits per pop for ranges just above a power of two: too much
+/// for the scale transform, which pops once per value and block.)
+#[derive(Debug, Clone, Copy)]
+pub struct Uniform {
+    range: u64,
+}
+
+impl Uniform {
+    /// A model for `0..range`.
+    pub fn new(range: u64) -> Self {
+        debug_assert!((2..=TOTAL as u64).contains(&range));
+        Self { range }
+    }
+
+    fn left(&self, s: u64) -> u32 {
+        ((s << PRECISION) / self.range) as u32
+    }
+}
+
+impl EntropyModel<PRECISION> for Uniform {
+    type Symbol = u32;
+    type Probability = u32;
+}
+
+impl EncoderModel<PRECISION> for Uniform {
+    fn left_cumulative_and_probability(
+        &self,
+        symbol: impl Borrow<u32>,
+    ) -> Option<(u32, NonZeroU32)> {
+        let s = *symbol.borrow() as u64;
+        if s >= self.range {
+            return None;
+        }
+        let left = self.left(s);
+        let right = if s + 1 == self.range {
+            TOTAL
+        } else {
+            self.left(s + 1)
+        };
+        Some((left, NonZeroU32::new(right - left)?))
+    }
+}
+
+impl DecoderModel<PRECISION> for Uniform {
+    fn quantile_function(&self, quantile: u32) -> (u32, u32, NonZeroU32) {
+        // Largest s with floor(s 2^P / range) <= q.
+        let s = (((quantile as u64 + 1) * self.range - 1) >> PRECISION).min(self.range - 1);
+        let (left, prob) = self
+            .left_cumulative_and_probability(s as u32)
+            .unwrap_or((0, NonZeroU32::MIN));
+        (s as u32, left, prob)
     }
 }
 
@@ -132,6 +190,27 @@ mod tests {
         assert!(s.is_empty());
         push_uniform(&mut s, 0, 16).unwrap();
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn uniform_round_trip_and_quantiles() {
+        for range in [2u64, 3, 255, 65536, 70001, (1 << 22) + 5, TOTAL as u64] {
+            let m = Uniform::new(range);
+            for q in [0u32, 1, 12345, TOTAL / 2, TOTAL - 1] {
+                let (s, left, p) = m.quantile_function(q);
+                assert!(left <= q && q < left + p.get(), "range {range} q {q}");
+                assert_eq!(m.left_cumulative_and_probability(s), Some((left, p)));
+            }
+            let mut st = Stack::new();
+            let vals = [0, range - 1, range / 2, 1];
+            for &v in &vals {
+                push_uniform(&mut st, v, range).unwrap();
+            }
+            for &v in vals.iter().rev() {
+                assert_eq!(pop_uniform(&mut st, range).unwrap(), v);
+            }
+            assert!(st.is_empty());
+        }
     }
 
     #[test]
