@@ -41,7 +41,7 @@ enum Command {
     /// Describe what a .tfc file holds.
     Info(codec_cmd::InfoArgs),
     /// Train a model.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Bits per dimension of a model on images.
     Bpd(bpd::BpdArgs),
     /// Generate images.

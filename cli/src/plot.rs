@@ -4,8 +4,11 @@ use anyhow::{Context, Result};
 use plotters::prelude::*;
 use std::path::Path;
 
+/// Points of a curve: (step, bits per dim).
+type Curve = Vec<(f64, f64)>;
+
 /// Reads `step,lr,loss,train_bpd,grad_norm,images_per_s,val_bpd` rows.
-fn read_log(csv: &Path) -> Result<(Vec<(f64, f64)>, Vec<(f64, f64)>)> {
+fn read_log(csv: &Path) -> Result<(Curve, Curve)> {
     let text = std::fs::read_to_string(csv).with_context(|| csv.display().to_string())?;
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for line in text.lines().skip(1) {

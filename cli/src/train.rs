@@ -240,7 +240,7 @@ pub fn run(a: &TrainArgs, quiet: bool) -> Result<()> {
             bail!("loss is not finite at step {}", s.step);
         }
         let ce = tr.options.ckpt_every;
-        if (ce > 0 && s.step % ce == 0) || s.step == total {
+        if (ce > 0 && s.step.is_multiple_of(ce)) || s.step == total {
             tr.save_checkpoint(&files.ckpt)?;
             tr.export()?.save(&a.out, weights)?;
             crate::plot::curve(&files.csv, &files.plot)?;

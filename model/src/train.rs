@@ -157,6 +157,9 @@ struct CheckpointMeta {
     config: ModelConfig,
 }
 
+/// Validation tiles (planar 8-bit) and their labels.
+type Tiles = (Vec<Vec<u8>>, Vec<Option<u32>>);
+
 /// A training run: model, optimizer, EMA, data and logs.
 pub struct Trainer {
     /// The model being trained.
@@ -169,7 +172,7 @@ pub struct Trainer {
     pub options: TrainOptions,
     train: Dataset,
     sampler: Sampler,
-    val: Option<(Vec<Vec<u8>>, Vec<Option<u32>>)>,
+    val: Option<Tiles>,
     dev: Device,
     csv: Option<PathBuf>,
 }
@@ -288,7 +291,7 @@ impl Trainer {
             val_bpd: None,
         };
         let ve = self.options.val_every;
-        if ve > 0 && (self.step % ve == 0 || self.step == self.options.steps) {
+        if ve > 0 && (self.step.is_multiple_of(ve) || self.step == self.options.steps) {
             stats.val_bpd = self.validate()?;
         }
         self.write_csv(&stats)?;

@@ -123,10 +123,11 @@ fn log_abs_det(mut a: Vec<Vec<f64>>) -> f64 {
         a.swap(c, p);
         let piv = a[c][c];
         acc += piv.abs().ln();
-        for r in c + 1..n {
-            let f = a[r][c] / piv;
-            for k in c..n {
-                a[r][k] -= f * a[c][k];
+        let pivot_row = a[c].clone();
+        for row in a.iter_mut().skip(c + 1) {
+            let f = row[c] / piv;
+            for (v, p) in row.iter_mut().zip(&pivot_row).skip(c) {
+                *v -= f * p;
             }
         }
     }

@@ -1,0 +1,142 @@
+//! The `tfc` command line end to end: training a few steps, resuming,
+//! measuring BPD, sampling, and refusing bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn tfc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tfc"))
+        .args(args)
+        .arg("-q")
+        .output()
+        .expect("run tfc")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "tfc failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn photos(dir: &Path) {
+    for i in 0..3u32 {
+        let img = image::RgbImage::from_fn(40, 36, |x, y| {
+            image::Rgb([(x * 5 + i * 40) as u8, (y * 6) as u8, ((x + y) * 3) as u8])
+        });
+        img.save(dir.join(format!("p{i}.png"))).unwrap();
+    }
+}
+
+#[test]
+fn train_resume_bpd_and_sample_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    photos(&data);
+    let model = dir.path().join("m.safetensors");
+    let (d, m) = (data.to_str().unwrap(), model.to_str().unwrap());
+    let base = [
+        "train",
+        "--preset",
+        "tiny-rgb",
+        "--data",
+        d,
+        "--val",
+        d,
+        "--downscale",
+        "1",
+        "--out",
+        m,
+        "--val-every",
+        "2",
+        "--batch",
+        "4",
+    ];
+    ok(&tfc(&[&base[..], &["--steps", "3"]].concat()));
+    assert!(model.exists());
+    for ext in [".ckpt", ".log.csv", ".curve.png"] {
+        assert!(Path::new(&format!("{m}{ext}")).exists(), "{ext}");
+    }
+    // Starting again over an existing run is refused; resuming continues.
+    let again = tfc(&[&base[..], &["--steps", "3"]].concat());
+    assert!(!again.status.success());
+    ok(&tfc(&[&base[..], &["--steps", "5", "--resume"]].concat()));
+    let csv = std::fs::read_to_string(format!("{m}.log.csv")).unwrap();
+    let steps: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(steps, ["1", "2", "3", "4", "5"]);
+
+    let json = ok(&tfc(&["bpd", "--model", m, "--data", d, "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let bpd = v["bpd"].as_f64().unwrap();
+    assert!(bpd.is_finite() && bpd > 0.0 && bpd < 16.0, "bpd {bpd}");
+    // 3 images of 40x36 hold 2x2 tiles of 16x16 each.
+    assert_eq!(v["tiles"].as_u64(), Some(12));
+
+    let grid = dir.path().join("grid.png");
+    ok(&tfc(&[
+        "sample",
+        "--model",
+        m,
+        "-n",
+        "4",
+        "--seed",
+        "3",
+        "-o",
+        grid.to_str().unwrap(),
+    ]));
+    let g = image::open(&grid).unwrap();
+    assert_eq!((g.width(), g.height()), (36, 36));
+    let first = std::fs::read(&grid).unwrap();
+    ok(&tfc(&[
+        "sample",
+        "--model",
+        m,
+        "-n",
+        "4",
+        "--seed",
+        "3",
+        "-f",
+        "-o",
+        grid.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        first,
+        std::fs::read(&grid).unwrap(),
+        "same seed, same pixels"
+    );
+}
+
+#[test]
+fn damaged_model_file_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.safetensors");
+    std::fs::write(&bad, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":1}").unwrap();
+    let out = tfc(&[
+        "bpd",
+        "--model",
+        bad.to_str().unwrap(),
+        "--data",
+        "fashion-mnist:test",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid model file"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let grid = dir.path().join("g.png");
+    let out = tfc(&[
+        "sample",
+        "--model",
+        bad.to_str().unwrap(),
+        "-o",
+        grid.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(!grid.exists(), "no output on failure");
+}
