@@ -6,6 +6,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bpd;
 mod builtin;
 mod codec_cmd;
+mod guidance;
 mod plot;
 mod sample;
 mod train;
@@ -46,6 +47,8 @@ enum Command {
     Bpd(bpd::BpdArgs),
     /// Generate images.
     Sample(sample::SampleArgs),
+    /// Measure class-conditional guidance with a classifier trained here.
+    GuidanceEval(guidance::GuidanceArgs),
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -87,6 +90,7 @@ fn main() {
         Command::Train(a) => train::run(a, cli.quiet),
         Command::Bpd(a) => bpd::run(a, cli.quiet),
         Command::Sample(a) => sample::run(a, cli.quiet),
+        Command::GuidanceEval(a) => guidance::run(a, cli.quiet),
     });
     if let Err(e) = result {
         eprintln!("tfc: error: {e:#}");

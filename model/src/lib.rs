@@ -2,6 +2,7 @@
 //! Models" in candle, with its model file, training, bits-per-dimension
 //! evaluation and sampling.
 
+pub mod classifier;
 pub mod config;
 pub mod data;
 pub mod error;
