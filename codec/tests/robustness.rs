@@ -112,3 +112,40 @@ fn huge_header_sizes_hit_limits_before_allocating() {
     let err = decode_file(&ModelSet::single(&tiny_model(3, 2)).unwrap(), &bad).unwrap_err();
     assert!(matches!(err, CodecError::Limit(_)), "{err}");
 }
+
+#[test]
+fn altered_header_fields_with_a_valid_check_give_errors() {
+    let rgb = tiny_model(3, 2);
+    let models = ModelSet::single(&rgb).unwrap();
+    let (file, img) = sample_file();
+    let header = inspect(&file).unwrap().header_bytes - 4;
+    for pos in 8..header {
+        for delta in [1u8, 0x80] {
+            let mut bad = file.clone();
+            bad[pos] = bad[pos].wrapping_add(delta);
+            if !tfc_codec::format::fix_header_check(&mut bad) {
+                continue;
+            }
+            match decode_file(&models, &bad) {
+                Err(e) => assert!(!e.to_string().is_empty()),
+                Ok(images) => assert_eq!(images, vec![img.clone()], "byte {pos}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn inspect_and_coded_bits_report_the_file() {
+    let rgb = tiny_model(3, 2);
+    let models = ModelSet::single(&rgb).unwrap();
+    let (file, img) = sample_file();
+    let info = inspect(&file).unwrap();
+    assert_eq!(info.header.images[0].width, img.width);
+    assert_eq!(info.header.images[0].channels, 4);
+    assert_eq!(info.header.lane_words.len(), 2);
+    assert_eq!(info.header_bytes + info.payload_bytes, file.len());
+    let stats = tfc_codec::coded_bits(&models, &[img], &CodingParams::default()).unwrap();
+    assert_eq!(stats.total_bits, file.len() as u64 * 8);
+    assert_eq!(stats.header_bits, info.header_bytes as u64 * 8);
+    assert_eq!(stats.dims, 10 * 9 * 4);
+}
