@@ -10,6 +10,7 @@ use crate::flow::{nats_to_bpd, Labels, TarFlow};
 use candle_core::{backprop::GradStore, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
@@ -60,32 +61,31 @@ impl TrainOptions {
     }
 }
 
-/// AdamW with PyTorch's semantics, with state that can be saved.
+/// AdamW with PyTorch's semantics, with state that can be saved. The update
+/// runs as one fused pass per variable over plain vectors.
 pub struct AdamW {
     vars: Vec<(String, Var)>,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
     t: u64,
     betas: (f64, f64),
     weight_decay: f64,
+}
+
+/// Flattens a tensor into a vector of f32.
+fn flat(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_vec1()?)
 }
 
 impl AdamW {
     /// Optimizer over named variables (sorted by name for a stable order).
     pub fn new(mut vars: Vec<(String, Var)>, betas: (f64, f64), weight_decay: f64) -> Result<Self> {
         vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let m = vars
-            .iter()
-            .map(|(_, v)| v.as_tensor().zeros_like())
-            .collect::<candle_core::Result<_>>()?;
-        let v = vars
-            .iter()
-            .map(|(_, v)| v.as_tensor().zeros_like())
-            .collect::<candle_core::Result<_>>()?;
+        let zeros: Vec<Vec<f32>> = vars.iter().map(|(_, v)| vec![0f32; v.elem_count()]).collect();
         Ok(Self {
             vars,
-            m,
-            v,
+            m: zeros.clone(),
+            v: zeros,
             t: 0,
             betas,
             weight_decay,
@@ -106,22 +106,31 @@ impl AdamW {
     /// One update with learning rate `lr`, gradients scaled by `scale`.
     pub fn step(&mut self, grads: &GradStore, lr: f64, scale: f64) -> Result<()> {
         self.t += 1;
-        let (b1, b2) = self.betas;
-        let c1 = 1.0 - b1.powi(self.t as i32);
-        let c2 = 1.0 - b2.powi(self.t as i32);
+        let (b1, b2) = (self.betas.0 as f32, self.betas.1 as f32);
+        let c1 = 1.0 - self.betas.0.powi(self.t as i32) as f32;
+        let c2 = 1.0 - self.betas.1.powi(self.t as i32) as f32;
+        let (lr32, scale) = (lr as f32, scale as f32);
+        let decay = 1.0 - (lr * self.weight_decay) as f32;
         for (i, (_, var)) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let g = (g * scale)?;
-            let m = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
-            let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let denom = ((&v / c2)?.sqrt()? + 1e-8)?;
-            let update = ((&m / c1)? / denom)?;
-            let p = (var.as_tensor() * (1.0 - lr * self.weight_decay))?;
-            var.set(&(p - (update * lr)?)?)?;
-            self.m[i] = m;
-            self.v[i] = v;
+            let g = flat(g)?;
+            let mut p = flat(var.as_tensor())?;
+            let (m, v) = (&mut self.m[i], &mut self.v[i]);
+            p.par_chunks_mut(4096)
+                .zip(m.par_chunks_mut(4096).zip(v.par_chunks_mut(4096)))
+                .zip(g.par_chunks(4096))
+                .for_each(|((p, (m, v)), g)| {
+                    for j in 0..p.len() {
+                        let gj = g[j] * scale;
+                        m[j] = b1 * m[j] + (1.0 - b1) * gj;
+                        v[j] = b2 * v[j] + (1.0 - b2) * gj * gj;
+                        let update = (m[j] / c1) / ((v[j] / c2).sqrt() + 1e-8);
+                        p[j] = p[j] * decay - lr32 * update;
+                    }
+                });
+            var.set(&Tensor::from_vec(p, var.shape(), var.device())?)?;
         }
         Ok(())
     }
@@ -378,8 +387,10 @@ impl Trainer {
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
         let mut t = self.model.weights()?;
         for (i, (n, _)) in self.opt.vars.iter().enumerate() {
-            t.insert(format!("adam_m.{n}"), self.opt.m[i].clone());
-            t.insert(format!("adam_v.{n}"), self.opt.v[i].clone());
+            let shape = self.opt.vars[i].1.shape();
+            let dev = &self.dev;
+            t.insert(format!("adam_m.{n}"), Tensor::from_vec(self.opt.m[i].clone(), shape, dev)?);
+            t.insert(format!("adam_v.{n}"), Tensor::from_vec(self.opt.v[i].clone(), shape, dev)?);
             if let Some(ema) = &self.ema {
                 t.insert(format!("ema.{n}"), ema[i].clone());
             }
@@ -429,8 +440,8 @@ impl Trainer {
         };
         for i in 0..tr.opt.vars.len() {
             let n = tr.opt.vars[i].0.clone();
-            tr.opt.m[i] = get(format!("adam_m.{n}"))?.to_device(dev)?;
-            tr.opt.v[i] = get(format!("adam_v.{n}"))?.to_device(dev)?;
+            tr.opt.m[i] = flat(&get(format!("adam_m.{n}"))?)?;
+            tr.opt.v[i] = flat(&get(format!("adam_v.{n}"))?)?;
             if let Some(ema) = &mut tr.ema {
                 ema[i] = get(format!("ema.{n}"))?.to_device(dev)?;
             }
