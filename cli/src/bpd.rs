@@ -4,7 +4,8 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Args;
 use std::path::PathBuf;
-use tfc_model::data::{Dataset, FolderOptions};
+use tfc_codec::{coded_bits, CodedStats, CodingParams, Image, ModelFile, ModelSet};
+use tfc_model::data::{Dataset, FolderOptions, Planar};
 use tfc_model::file::Model;
 use tfc_model::train::tile_bpd;
 
@@ -34,11 +35,47 @@ pub struct BpdArgs {
     /// Print a JSON summary instead of text.
     #[arg(long)]
     json: bool,
+    /// Also compress each image (whole, edges included) and report the
+    /// actual coded bits per dimension, file headers included.
+    #[arg(long)]
+    coded: bool,
+    /// With --coded, code all images into one file (one shared stack)
+    /// rather than one file each.
+    #[arg(long)]
+    one_file: bool,
+    /// Sub-pixel bits `m` for --coded.
+    #[arg(long, default_value_t = CodingParams::default().m)]
+    subpixel_bits: u8,
+    /// Lanes for --coded.
+    #[arg(long, default_value_t = CodingParams::default().lanes)]
+    lanes: u16,
+}
+
+fn to_image(img: &Planar) -> Result<Image> {
+    Ok(Image::new(
+        img.width as u32,
+        img.height as u32,
+        img.channels as u8,
+        img.to_interleaved(),
+    )?)
 }
 
 pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
     let dev = Device::Cpu;
-    let model = Model::load(&a.model, &dev)?;
+    let bytes = std::fs::read(&a.model).with_context(|| a.model.display().to_string())?;
+    let model = Model::from_bytes(&bytes, &dev)
+        .with_context(|| format!("invalid model file {}", a.model.display()))?;
+    let coder = if a.coded {
+        Some(ModelFile::from_bytes(&bytes)?)
+    } else {
+        None
+    };
+    let set = coder.as_ref().map(ModelSet::single).transpose()?;
+    let params = CodingParams {
+        m: a.subpixel_bits,
+        lanes: a.lanes,
+    };
+    let mut coded_stats: Vec<CodedStats> = Vec::new();
     let arch = &model.config.arch;
     let opts = FolderOptions {
         channels: arch.channels,
@@ -75,6 +112,10 @@ pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
         )
         .with_context(|| format!("image {i}"))?;
         all_tiles += tiles.len();
+        if let Some(set) = set.as_ref().filter(|_| !a.one_file) {
+            let stats = coded_bits(set, &[to_image(img)?], &params);
+            coded_stats.push(stats.with_context(|| format!("coding image {i}"))?);
+        }
         per_image.push((
             bpd.iter().sum::<f64>() / bpd.len().max(1) as f64,
             tiles.len(),
@@ -82,12 +123,25 @@ pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
         pb.inc(1);
     }
     pb.finish_and_clear();
+    if let Some(set) = set.as_ref().filter(|_| a.one_file) {
+        let images = data
+            .images
+            .iter()
+            .map(to_image)
+            .collect::<Result<Vec<_>>>()?;
+        coded_stats.push(coded_bits(set, &images, &params)?);
+    }
     anyhow::ensure!(
         all_tiles > 0,
         "no image is at least {0}x{0}",
         arch.image_size
     );
     let mean = per_image.iter().map(|(b, n)| b * *n as f64).sum::<f64>() / all_tiles as f64;
+    let dims: u64 = coded_stats.iter().map(|c| c.dims).sum();
+    let total: u64 = coded_stats.iter().map(|c| c.total_bits).sum();
+    let header: u64 = coded_stats.iter().map(|c| c.header_bits).sum();
+    let coded_bpd = (!coded_stats.is_empty()).then(|| total as f64 / dims as f64);
+    let payload_bpd = (!coded_stats.is_empty()).then(|| (total - header) as f64 / dims as f64);
     if a.json {
         let summary = serde_json::json!({
             "model": a.model.display().to_string(),
@@ -96,6 +150,11 @@ pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
             "tiles": all_tiles,
             "samples": a.samples,
             "bpd": mean,
+            "coded_bpd": coded_bpd,
+            "coded_payload_bpd": payload_bpd,
+            "coded_bytes": (!coded_stats.is_empty()).then_some(total / 8),
+            "m": a.subpixel_bits,
+            "lanes": a.lanes,
             "per_image": per_image.iter().map(|p| p.0).collect::<Vec<_>>(),
         });
         println!("{summary}");
@@ -112,5 +171,18 @@ pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
         arch.image_size,
         arch.image_size
     );
+    if let (Some(c), Some(p)) = (coded_bpd, payload_bpd) {
+        let files = if a.one_file {
+            "one file"
+        } else {
+            "one file per image"
+        };
+        println!(
+            "coded {c:.4} bpd, {p:.4} without headers ({files}, m {}, {} lanes): {:+.2}% against the model",
+            a.subpixel_bits,
+            a.lanes,
+            100.0 * (c / mean - 1.0)
+        );
+    }
     Ok(())
 }

@@ -44,6 +44,14 @@ impl Planar {
         }
     }
 
+    /// Converts back to interleaved (`H x W x C`).
+    pub fn to_interleaved(&self) -> Vec<u8> {
+        let plane = self.width * self.height;
+        (0..plane * self.channels)
+            .map(|i| self.data[(i % self.channels) * plane + i / self.channels])
+            .collect()
+    }
+
     /// Copies the `size x size` window at `(top, left)`, mirrored if `flip`.
     pub fn crop(&self, top: usize, left: usize, size: usize, flip: bool) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.channels * size * size);
