@@ -81,7 +81,10 @@ impl AdamW {
     /// Optimizer over named variables (sorted by name for a stable order).
     pub fn new(mut vars: Vec<(String, Var)>, betas: (f64, f64), weight_decay: f64) -> Result<Self> {
         vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let zeros: Vec<Vec<f32>> = vars.iter().map(|(_, v)| vec![0f32; v.elem_count()]).collect();
+        let zeros: Vec<Vec<f32>> = vars
+            .iter()
+            .map(|(_, v)| vec![0f32; v.elem_count()])
+            .collect();
         Ok(Self {
             vars,
             m: zeros.clone(),
@@ -389,8 +392,14 @@ impl Trainer {
         for (i, (n, _)) in self.opt.vars.iter().enumerate() {
             let shape = self.opt.vars[i].1.shape();
             let dev = &self.dev;
-            t.insert(format!("adam_m.{n}"), Tensor::from_vec(self.opt.m[i].clone(), shape, dev)?);
-            t.insert(format!("adam_v.{n}"), Tensor::from_vec(self.opt.v[i].clone(), shape, dev)?);
+            t.insert(
+                format!("adam_m.{n}"),
+                Tensor::from_vec(self.opt.m[i].clone(), shape, dev)?,
+            );
+            t.insert(
+                format!("adam_v.{n}"),
+                Tensor::from_vec(self.opt.v[i].clone(), shape, dev)?,
+            );
             if let Some(ema) = &self.ema {
                 t.insert(format!("ema.{n}"), ema[i].clone());
             }
