@@ -20,7 +20,8 @@ pub struct CompressArgs {
     /// Input images (PNG, PNM, BMP, TIFF, QOI, ...); `-` reads stdin.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// Output file; `-` writes stdout. Default: the first input with `.tfc`.
+    /// Output file; `-` writes stdout. Default: the first input with `.tfc`
+    /// (stdout when that input is stdin).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
     /// Model files (at most one gray and one RGB). Default: the built-in
@@ -30,7 +31,8 @@ pub struct CompressArgs {
     /// Sub-pixel bits `m` of the coding lattice.
     #[arg(long, default_value_t = CodingParams::default().m)]
     pub subpixel_bits: u8,
-    /// Independent stacks; more decode in parallel but cost a start-up each.
+    /// Most independent stacks: more decode in parallel but each costs a
+    /// start-up; small images use fewer (one per 32 tiles at most).
     #[arg(long, default_value_t = CodingParams::default().lanes)]
     pub lanes: u16,
     /// Overwrite an existing output file.
@@ -48,7 +50,7 @@ pub struct DecompressArgs {
     pub input: PathBuf,
     /// Output image; its extension picks the format (PNG by default). A file
     /// with several images writes `NAME-1.EXT`, `NAME-2.EXT`, ... `-` writes
-    /// stdout (PNG, one image only).
+    /// stdout (PNG, one image only), also the default when the input is stdin.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
     /// Model files the input was coded with. Default: the built-in models.
@@ -202,7 +204,7 @@ fn progress_bar(len: usize, hidden: bool, what: &str) -> indicatif::ProgressBar 
 
 fn default_output(input: &Path, ext: &str) -> PathBuf {
     if is_stdio(input) {
-        return PathBuf::from(format!("out.{ext}"));
+        return PathBuf::from("-");
     }
     input.with_extension(ext)
 }

@@ -433,6 +433,18 @@ pub fn tiles_for_images(models: &ModelSet<'_>, images: &[Image]) -> Result<usize
     Ok(jobs(&geo, models)?.len())
 }
 
+/// Fewest tiles per lane that [`lanes_for`] allows: each lane pays about
+/// `m` bits per value of one tile once, so a lane should carry many tiles.
+pub const MIN_TILES_PER_LANE: usize = 32;
+
+/// A lane count for `images`: at most `max_lanes`, and no more than one
+/// lane per [`MIN_TILES_PER_LANE`] tiles (at least 1).
+pub fn lanes_for(models: &ModelSet<'_>, images: &[Image], max_lanes: u16) -> Result<u16> {
+    let tiles = tiles_for_images(models, images)?;
+    let lanes = (tiles / MIN_TILES_PER_LANE).clamp(1, max_lanes.max(1) as usize);
+    Ok(lanes as u16)
+}
+
 /// Number of tiles in a file with the given header, given its models.
 pub fn tiles_for_header(models: &ModelSet<'_>, header: &Header) -> Result<usize> {
     let models = resolve_models(models, header)?;

@@ -37,7 +37,7 @@ pub mod tile;
 
 pub use codec::{
     coded_bits, decode_file, decode_file_with, encode_images, encode_images_with, inspect,
-    tiles_for_header, tiles_for_images, CodedStats, CodingParams, FileInfo, ModelSet,
+    lanes_for, tiles_for_header, tiles_for_images, CodedStats, CodingParams, FileInfo, ModelSet,
 };
 pub use error::CodecError;
 pub use format::Limits;
