@@ -142,3 +142,14 @@ fn more_lanes_than_tiles_and_m_zero() {
         CodingParams { m: 8, lanes: 1 },
     );
 }
+
+#[test]
+fn lanes_for_gives_small_images_one_lane() {
+    let rgb = tiny_model(3, 2);
+    let models = ModelSet::single(&rgb).unwrap();
+    let small = synthetic(20, 20, 3, Content::Flat, 1);
+    let large = synthetic(128, 128, 3, Content::Flat, 1);
+    assert_eq!(tfc_codec::lanes_for(&models, &[small], 4).unwrap(), 1);
+    // 16 x 16 tiles of 8 pixels: 256 tiles, 8 lanes allowed, 4 asked.
+    assert_eq!(tfc_codec::lanes_for(&models, &[large], 4).unwrap(), 4);
+}
