@@ -19,9 +19,11 @@ pub struct TrainArgs {
     /// List the presets and exit.
     #[arg(long)]
     list_presets: bool,
-    /// Training data: fashion-mnist:train, fashion-mnist:test, or a folder of images.
+    /// Training data: fashion-mnist:train, fashion-mnist:test, or a folder
+    /// of images (searched recursively); `DIR@F` downscales that folder by
+    /// F (for JPEG sources). Repeat to combine sources.
     #[arg(long)]
-    data: Option<String>,
+    data: Vec<String>,
     /// Validation data (same forms as --data); "none" disables.
     #[arg(long)]
     val: Option<String>,
@@ -162,8 +164,30 @@ fn build_trainer(a: &TrainArgs, files: &RunFiles, dev: &Device) -> Result<Traine
         downscale: a.downscale.unwrap_or(p.downscale),
         multiscale: a.multiscale.unwrap_or(p.multiscale),
     };
-    let data_src = a.data.clone().unwrap_or(p.data.to_string());
-    let train = Dataset::open(&data_src, folder)?;
+    let sources = if a.data.is_empty() {
+        vec![p.data.to_string()]
+    } else {
+        a.data.clone()
+    };
+    let mut train: Option<Dataset> = None;
+    for src in &sources {
+        let (path, opts) = match src.rsplit_once('@').map(|(p, f)| (p, f.parse::<usize>())) {
+            Some((path, Ok(f))) if f >= 1 => (
+                path,
+                FolderOptions {
+                    downscale: f,
+                    ..folder
+                },
+            ),
+            _ => (src.as_str(), folder),
+        };
+        let d = Dataset::open(path, opts)?;
+        match &mut train {
+            None => train = Some(d),
+            Some(t) => t.extend(d),
+        }
+    }
+    let train = train.expect("at least one source");
     let val_src = a.val.clone().or(p.val.map(String::from));
     let val = match val_src.as_deref() {
         None | Some("none") => None,

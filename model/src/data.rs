@@ -151,6 +151,20 @@ impl Dataset {
         self.images.first().map_or(0, |i| i.channels)
     }
 
+    /// Appends another dataset's images (labels are kept only if both have
+    /// them).
+    pub fn extend(&mut self, other: Dataset) {
+        self.labels = match (self.labels.take(), other.labels) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            _ => None,
+        };
+        self.images.extend(other.images);
+        self.description = format!("{} + {}", self.description, other.description);
+    }
+
     /// Keeps the first `n` images.
     pub fn truncate(&mut self, n: usize) {
         self.images.truncate(n);
@@ -289,15 +303,21 @@ pub fn fashion_mnist(dir: &Path, split: &str) -> Result<Dataset> {
     })
 }
 
+/// Image files under `path` (a file, or a folder searched recursively),
+/// sorted.
 fn list_images(path: &Path) -> Result<Vec<PathBuf>> {
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|e| ModelError::io(path, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| image::ImageFormat::from_path(p).is_ok())
-        .collect();
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(|e| ModelError::io(path, e))? {
+        let p = entry.map_err(|e| ModelError::io(path, e))?.path();
+        if p.is_dir() {
+            files.extend(list_images(&p)?);
+        } else if image::ImageFormat::from_path(&p).is_ok() {
+            files.push(p);
+        }
+    }
     files.sort();
     Ok(files)
 }
