@@ -102,21 +102,23 @@ impl Linear {
         let mut c0 = 0;
         while c0 < self.n_out {
             let cb = CB.min(self.n_out - c0);
-            if rb == RB && cb == CB {
-                self.kernel_full(x, out, c0);
-            } else {
-                self.kernel_tail(x, out, c0, rb, cb);
+            match (rb, cb == CB) {
+                (4, true) => self.kernel_full::<4>(x, out, c0),
+                (3, true) => self.kernel_full::<3>(x, out, c0),
+                (2, true) => self.kernel_full::<2>(x, out, c0),
+                (1, true) => self.kernel_full::<1>(x, out, c0),
+                _ => self.kernel_tail(x, out, c0, rb, cb),
             }
             c0 += cb;
         }
     }
 
-    /// `RB` rows by `CB` columns held in registers; each accumulator adds
+    /// `R` rows by `CB` columns held in registers; each accumulator adds
     /// its products in ascending `k`.
     #[inline(always)]
-    fn kernel_full(&self, x: &[f32], out: &mut [f32], c0: usize) {
+    fn kernel_full<const R: usize>(&self, x: &[f32], out: &mut [f32], c0: usize) {
         let (k_in, n) = (self.n_in, self.n_out);
-        let mut acc = [[0f32; CB]; RB];
+        let mut acc = [[0f32; CB]; R];
         for a in acc.iter_mut() {
             a.copy_from_slice(&self.bias[c0..c0 + CB]);
         }
