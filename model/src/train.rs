@@ -327,7 +327,9 @@ impl Trainer {
             return Ok(());
         };
         for (e, (_, v)) in ema.iter_mut().zip(&self.opt.vars) {
-            *e = ((&*e * d)? + (v.as_tensor() * (1.0 - d))?)?;
+            // Detached: the average must not keep the autograd history of
+            // every step alive.
+            *e = ((&*e * d)? + (v.as_tensor().detach() * (1.0 - d))?)?.detach();
         }
         Ok(())
     }
