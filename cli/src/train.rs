@@ -212,6 +212,28 @@ fn build_trainer(a: &TrainArgs, files: &RunFiles, dev: &Device) -> Result<Traine
     Ok(Trainer::new(config, o, train, val, dev)?)
 }
 
+/// Drops log rows past `step`: a run resumed from an older checkpoint
+/// repeats those steps.
+fn truncate_log(csv: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(csv) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, l)| {
+            *i == 0
+                || l.split(',')
+                    .next()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .is_some_and(|s| s <= step)
+        })
+        .map(|(_, l)| l)
+        .collect();
+    std::fs::write(csv, kept.join("\n") + "\n")?;
+    Ok(())
+}
+
 pub fn run(a: &TrainArgs, quiet: bool) -> Result<()> {
     if a.list_presets {
         for p in presets::all() {
@@ -236,6 +258,9 @@ pub fn run(a: &TrainArgs, quiet: bool) -> Result<()> {
     }
     let dev = Device::Cpu;
     let mut tr = build_trainer(a, &files, &dev)?;
+    if a.resume {
+        truncate_log(&files.csv, tr.step)?;
+    }
     tr.log_to(&files.csv)?;
     let total = tr.options.steps;
     let pb = crate::progress(

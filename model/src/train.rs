@@ -36,7 +36,8 @@ pub struct TrainOptions {
     pub weight_decay: f64,
     /// Gradient-norm clipping threshold (0 disables).
     pub clip: f64,
-    /// EMA decay of the weights (none disables).
+    /// EMA decay of the weights (none disables); warmed up as
+    /// `min(decay, (1 + step) / (10 + step))`.
     pub ema: Option<f64>,
     /// Random horizontal flips.
     pub flip: bool,
@@ -326,6 +327,10 @@ impl Trainer {
         let (Some(ema), Some(d)) = (&mut self.ema, self.options.ema) else {
             return Ok(());
         };
+        // Warm-up of the decay, so the average does not lag far behind the
+        // weights (and stay near the initialisation) early in a run.
+        let t = self.step as f64;
+        let d = d.min((1.0 + t) / (10.0 + t));
         for (e, (_, v)) in ema.iter_mut().zip(&self.opt.vars) {
             // Detached: the average must not keep the autograd history of
             // every step alive.
