@@ -1,14 +1,16 @@
 //! Models built into the binary, used when `--model` is not given.
 //!
-//! The trained defaults are `models/default-rgb.safetensors` and
-//! `models/default-gray.safetensors`. Until they are committed this build
-//! has none: [`model_bytes`] returns `None` and the codec commands ask for
-//! `--model`. Once the files exist, replace the body with `include_bytes!`
-//! of them (`Some(include_bytes!("../../models/default-rgb.safetensors"))`
-//! for 3 channels, the gray one for 1).
+//! `models/default-rgb.safetensors` is the RGB photo model. There is no
+//! built-in gray model yet: the codec then codes gray images through the
+//! RGB model with the gray plane replicated (see `tfc-codec`'s README).
+
+/// The built-in RGB model file.
+const DEFAULT_RGB: &[u8] = include_bytes!("../../models/default-rgb.safetensors");
 
 /// The built-in model file for `channels` (1 gray, 3 RGB), if any.
 pub fn model_bytes(channels: usize) -> Option<&'static [u8]> {
-    let _ = channels;
-    None
+    match channels {
+        3 => Some(DEFAULT_RGB),
+        _ => None,
+    }
 }

@@ -54,7 +54,8 @@ pub struct TrainArgs {
     /// Seed.
     #[arg(long)]
     seed: Option<u64>,
-    /// EMA decay of the weights (0 disables).
+    /// EMA decay of the weights (0 disables; with --resume, 0 drops the
+    /// average and exports the raw weights).
     #[arg(long)]
     ema: Option<f64>,
     /// Training noise: "uniform" or "gaussian:SIGMA".
@@ -206,8 +207,12 @@ fn build_trainer(a: &TrainArgs, files: &RunFiles, dev: &Device) -> Result<Traine
     );
     if a.resume {
         let steps = a.steps;
-        return Trainer::resume(&files.ckpt, steps, train, val, dev)
-            .with_context(|| format!("resuming from {}", files.ckpt.display()));
+        let mut tr = Trainer::resume(&files.ckpt, steps, train, val, dev)
+            .with_context(|| format!("resuming from {}", files.ckpt.display()))?;
+        if a.ema == Some(0.0) {
+            tr.disable_ema();
+        }
+        return Ok(tr);
     }
     Ok(Trainer::new(config, o, train, val, dev)?)
 }

@@ -253,6 +253,12 @@ impl Trainer {
         })
     }
 
+    /// Stops averaging: from now on the exported weights are the raw ones.
+    pub fn disable_ema(&mut self) {
+        self.ema = None;
+        self.options.ema = None;
+    }
+
     /// Appends one CSV row per step to `path` (header written if new).
     pub fn log_to(&mut self, path: &Path) -> Result<()> {
         if !path.exists() {
