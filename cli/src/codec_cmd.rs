@@ -32,7 +32,7 @@ pub struct CompressArgs {
     #[arg(long, default_value_t = CodingParams::default().m)]
     pub subpixel_bits: u8,
     /// Most independent stacks: more decode in parallel but each costs a
-    /// start-up; small images use fewer (one per 32 tiles at most).
+    /// start-up; small images use fewer (one per 128 tiles at most).
     #[arg(long, default_value_t = CodingParams::default().lanes)]
     pub lanes: u16,
     /// Overwrite an existing output file.

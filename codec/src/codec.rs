@@ -439,7 +439,7 @@ pub fn tiles_for_images(models: &ModelSet<'_>, images: &[Image]) -> Result<usize
 
 /// Fewest tiles per lane that [`lanes_for`] allows: each lane pays about
 /// `m` bits per value of one tile once, so a lane should carry many tiles.
-pub const MIN_TILES_PER_LANE: usize = 32;
+pub const MIN_TILES_PER_LANE: usize = 128;
 
 /// A lane count for `images`: at most `max_lanes`, and no more than one
 /// lane per [`MIN_TILES_PER_LANE`] tiles (at least 1).
@@ -499,8 +499,10 @@ pub struct CodedStats {
     pub payload_bits: u64,
     /// Sub-pixel values coded (pixels times channels), the "dimensions".
     pub dims: u64,
-    /// Estimate of the one-off start-up cost of the lanes: `m` bits for
-    /// every value of each lane's first tile, which has nothing to pop.
+    /// Measured one-off start-up cost of the lanes: how many more bits each
+    /// lane's first tile takes on an empty stack (nothing to pop for the
+    /// sub-pixels and, in expanding blocks, for the scale transform) than
+    /// on a stack that already holds data, summed over lanes.
     pub startup_bits: u64,
 }
 
@@ -509,6 +511,37 @@ impl CodedStats {
     pub fn bpd(&self) -> f64 {
         self.total_bits as f64 / self.dims as f64
     }
+}
+
+/// Start-up cost of each lane's first tile: its size on an empty stack
+/// minus its size on a stack pre-filled with pseudo-random words.
+fn startup_bits(
+    models: &ModelSet<'_>,
+    images: &[Image],
+    geo: &[(usize, usize, u8, u8)],
+    params: &CodingParams,
+) -> Result<u64> {
+    let jobs = jobs(geo, models)?;
+    let mut total = 0i64;
+    for job in jobs.iter().take(params.lanes as usize) {
+        let model = models.get(job.model_channels).expect("chosen above");
+        let plane = &to_planes(&images[job.image], job.model_channels)[job.plane];
+        let tokens = geometry(model).extract(plane, job.tx, job.ty);
+        let coder = TileCoder::new(model.network(), params.m as u32);
+        let mut empty = Stack::new();
+        coder.encode(&mut empty, &tokens)?;
+        let mut rng = crate::model_file::SplitMix::new(1);
+        let fill: Vec<u32> = (0..4 * tokens.len() + 64)
+            .map(|_| rng.next_u64() as u32 | 1)
+            .collect();
+        let mut filled =
+            Stack::from_compressed(fill).map_err(|_| CodecError::Misuse("fill".into()))?;
+        let before = filled.num_valid_bits() as i64;
+        coder.encode(&mut filled, &tokens)?;
+        let warm = filled.num_valid_bits() as i64 - before;
+        total += (empty.num_valid_bits() as i64 - warm).max(0);
+    }
+    Ok(total as u64)
 }
 
 /// Encodes `images` and reports the actual sizes.
@@ -532,17 +565,7 @@ pub fn coded_bits(
             )
         })
         .collect();
-    let jobs = jobs(&geo, models)?;
-    let startup = jobs
-        .iter()
-        .take(params.lanes as usize)
-        .map(|j| {
-            models
-                .get(j.model_channels)
-                .map_or(0, |m| m.config().dims() as u64)
-        })
-        .sum::<u64>()
-        * params.m as u64;
+    let startup = startup_bits(models, images, &geo, params)?;
     Ok(CodedStats {
         total_bits: bytes.len() as u64 * 8,
         header_bits: info.header_bytes as u64 * 8,

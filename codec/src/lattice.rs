@@ -15,8 +15,10 @@ use crate::error::{corrupt, CodecError, Result};
 pub const S_BITS: u32 = 16;
 /// The scale denominator `S`.
 pub const S: i64 = 1 << S_BITS;
-/// Largest scale numerator `R` (scales up to `R_MAX / S = 64`).
-pub const R_MAX: i64 = 1 << 22;
+/// Largest scale numerator `R` (scales up to `R_MAX / S = 4096`, i.e.
+/// log-scales down to about -8.3; trained models expand smooth regions by
+/// more than 64, and a clamp there costs its full log-ratio in bits).
+pub const R_MAX: i64 = 1 << 28;
 /// Largest magnitude of any lattice value the coder handles.
 pub const LIMIT: i64 = (1 << 40) - 1;
 /// Largest magnitude of a shift in model units before scaling.
@@ -66,7 +68,14 @@ impl Lattice {
     }
 }
 
-/// `R = clamp(round(S exp(-a)), 1, R_MAX)`; NaN maps to `a = 0`.
+/// Significant bits kept in `R`: a pop from `[0, R)` is coded as an exact
+/// power-of-two part and a part below `2^R_BITS`, whose 24-bit uniform
+/// probabilities are then exact to better than 1 in 4096 (a direct pop from
+/// a range near `2^22` would lose up to about 0.01 bits).
+pub const R_BITS: u32 = 12;
+
+/// `R = clamp(round(S exp(-a)), 1, R_MAX)` rounded to [`R_BITS`]
+/// significant bits; NaN maps to `a = 0`.
 pub fn scale_numerator(a: f32) -> i64 {
     let a = if a.is_nan() {
         0.0
@@ -74,7 +83,41 @@ pub fn scale_numerator(a: f32) -> i64 {
         (a as f64).clamp(-A_CLAMP, A_CLAMP)
     };
     let r = libm::round(libm::exp(-a) * S as f64) as i64;
-    r.clamp(1, R_MAX)
+    round_significant(r.clamp(1, R_MAX))
+}
+
+/// Rounds `r >= 1` to [`R_BITS`] significant bits (half up).
+fn round_significant(r: i64) -> i64 {
+    let bits = 64 - r.leading_zeros();
+    if bits <= R_BITS {
+        return r;
+    }
+    let k = bits - R_BITS;
+    ((r + (1 << (k - 1))) >> k) << k
+}
+
+/// Splits `R` into `(hi, k)` with `R = hi << k`, `k <= 16` and
+/// `hi <= 2^12`: both ranges fit the 24-bit coder, and `hi` is small enough
+/// for its uniform probabilities to be nearly exact.
+pub fn split_r(r: i64) -> (u64, u32) {
+    let k = r.trailing_zeros().min(16);
+    ((r >> k) as u64, k)
+}
+
+/// Pops `r_d` uniformly from `[0, R)` as a high part and `k` low bits.
+pub fn pop_below_r(stack: &mut Stack, r: i64) -> Result<i64> {
+    let (hi_range, k) = split_r(r);
+    let hi = ans::pop_uniform(stack, hi_range)?;
+    let lo = ans::pop_uniform(stack, 1 << k)?;
+    Ok(((hi << k) | lo) as i64)
+}
+
+/// Pushes `v` in `[0, R)`, the inverse of [`pop_below_r`].
+pub fn push_below_r(stack: &mut Stack, v: i64, r: i64) -> Result<()> {
+    let (hi_range, k) = split_r(r);
+    let v = v as u64;
+    ans::push_uniform(stack, v & ((1 << k) - 1), 1 << k)?;
+    ans::push_uniform(stack, v >> k, hi_range)
 }
 
 /// Cumulative table of the coarse prior: `2 * HALF_BINS` Gaussian bins and
@@ -166,7 +209,33 @@ mod tests {
         assert_eq!(scale_numerator(f32::NAN), S);
         assert_eq!(scale_numerator(0.0), S);
         assert_eq!(scale_numerator(-1000.0), R_MAX);
+        assert_eq!(round_significant(4095), 4095);
+        assert_eq!(
+            round_significant((1 << 20) + (1 << 8)),
+            (1 << 20) + (1 << 9)
+        );
+        assert!(split_r(scale_numerator(-2.5)).0 < 1 << R_BITS);
+        assert_eq!(split_r(R_MAX), (1 << 12, 16));
         assert_eq!(scale_numerator(1000.0), 1);
+    }
+
+    #[test]
+    fn r_pops_round_trip() {
+        let mut s = Stack::new();
+        push_uniform_seed(&mut s);
+        for a in [-3.9f32, -1.0, 0.0, 0.3, 5.0] {
+            let r = scale_numerator(a);
+            for v in [0, r - 1, r / 3] {
+                push_below_r(&mut s, v, r).unwrap();
+                assert_eq!(pop_below_r(&mut s, r).unwrap(), v);
+            }
+        }
+    }
+
+    fn push_uniform_seed(s: &mut Stack) {
+        for i in 0..8 {
+            ans::push_uniform(s, i * 1000 + 7, 1 << 16).unwrap();
+        }
     }
 
     #[test]

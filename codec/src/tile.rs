@@ -12,7 +12,9 @@
 
 use crate::ans::{self, Stack};
 use crate::error::{corrupt, CodecError, Result};
-use crate::lattice::{pop_prior, push_prior, scale_numerator, Lattice, LIMIT, S};
+use crate::lattice::{
+    pop_below_r, pop_prior, push_below_r, push_prior, scale_numerator, Lattice, LIMIT, S,
+};
 use crate::net::{KvCache, Network};
 
 /// Codes tiles of one model at one lattice precision.
@@ -165,20 +167,18 @@ impl<'a> TileCoder<'a> {
 /// Encoder side of shift and scale: `Y' = Y - shift`, pop `r_d < R`,
 /// `v = R Y' + r_d`, push `v mod S`, return `v div S`.
 fn scale_forward(stack: &mut Stack, y: i64, p: Params) -> Result<i64> {
-    let yp = y - p.shift;
-    let rd = ans::pop_uniform(stack, p.r as u64)? as i64;
-    let v =
-        p.r.checked_mul(yp)
-            .and_then(|v| v.checked_add(rd))
-            .ok_or_else(|| CodecError::Numeric("scale transform overflow".into()))?;
-    let z = v.div_euclid(S);
-    ans::push_uniform(stack, v.rem_euclid(S) as u64, S as u64)?;
-    if z.abs() > LIMIT {
+    let yp = (y - p.shift) as i128;
+    let rd = pop_below_r(stack, p.r)? as i128;
+    // |R Y'| can exceed 2^63 (R < 2^29, |Y'| < 2^41): i128.
+    let v = p.r as i128 * yp + rd;
+    let z = v.div_euclid(S as i128);
+    ans::push_uniform(stack, v.rem_euclid(S as i128) as u64, S as u64)?;
+    if z.abs() > LIMIT as i128 {
         return Err(CodecError::Numeric(
             "latent grew out of range; the model diverges".into(),
         ));
     }
-    Ok(z)
+    Ok(z as i64)
 }
 
 /// Decoder side: pop `r_e < S`, `v = S Z + r_e`, push `v mod R`, return
@@ -187,7 +187,7 @@ fn scale_inverse(stack: &mut Stack, z: i64, p: Params) -> Result<i64> {
     let re = ans::pop_uniform(stack, S as u64)? as i64;
     let v = z * S + re;
     let yp = v.div_euclid(p.r);
-    ans::push_uniform(stack, v.rem_euclid(p.r) as u64, p.r as u64)?;
+    push_below_r(stack, v.rem_euclid(p.r), p.r)?;
     let y = yp + p.shift;
     if y.abs() > LIMIT {
         return Err(corrupt("decoded value out of range"));

@@ -150,6 +150,6 @@ fn lanes_for_gives_small_images_one_lane() {
     let small = synthetic(20, 20, 3, Content::Flat, 1);
     let large = synthetic(128, 128, 3, Content::Flat, 1);
     assert_eq!(tfc_codec::lanes_for(&models, &[small], 4).unwrap(), 1);
-    // 16 x 16 tiles of 8 pixels: 256 tiles, 8 lanes allowed, 4 asked.
-    assert_eq!(tfc_codec::lanes_for(&models, &[large], 4).unwrap(), 4);
+    // 16 x 16 tiles of 8 pixels: 256 tiles, 2 lanes allowed, 4 asked.
+    assert_eq!(tfc_codec::lanes_for(&models, &[large], 4).unwrap(), 2);
 }
