@@ -140,3 +140,36 @@ fn damaged_model_file_is_refused_with_a_clear_error() {
     assert!(!out.status.success());
     assert!(!grid.exists(), "no output on failure");
 }
+
+#[test]
+fn built_in_model_round_trip_and_no_partial_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/kodim23-crop.ppm");
+    let coded = dir.path().join("k.tfc");
+    let back = dir.path().join("k.ppm");
+    let (c, b) = (coded.to_str().unwrap(), back.to_str().unwrap());
+    ok(&tfc(&["compress", sample, "-o", c]));
+    ok(&tfc(&["decompress", c, "-o", b]));
+    assert_eq!(
+        std::fs::read(sample).unwrap(),
+        std::fs::read(&back).unwrap()
+    );
+    // No overwriting without -f.
+    assert!(!tfc(&["decompress", c, "-o", b]).status.success());
+    // A damaged file is an error and leaves no output behind.
+    let mut bytes = std::fs::read(&coded).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    let bad = dir.path().join("bad.tfc");
+    std::fs::write(&bad, &bytes).unwrap();
+    let out_path = dir.path().join("bad.ppm");
+    let out = tfc(&[
+        "decompress",
+        bad.to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    assert!(!out_path.exists());
+}
