@@ -13,7 +13,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if image::ImageFormat::from_path(&path).is_err() {
             continue;
         }
-        let name = path.file_stem().ok_or("no file name")?.to_string_lossy().into_owned();
+        let name = path
+            .file_stem()
+            .ok_or("no file name")?
+            .to_string_lossy()
+            .into_owned();
         image::open(&path)?
             .to_luma8()
             .save(std::path::Path::new(output).join(format!("{name}.png")))?;
