@@ -1,6 +1,8 @@
 //! Behaviour of the TarFlow: invertibility, exact log-determinant, training
 //! progress, and model files.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -24,23 +26,8 @@ fn tiny(classes: usize) -> FlowConfig {
     }
 }
 
-/// A fresh model with its zero-initialised output layers replaced by random
-/// values, so that every block really transforms its input.
 fn random_model(arch: FlowConfig, seed: u64) -> Model {
-    let dev = Device::Cpu;
-    let model = Model::fresh(ModelConfig::new(arch), seed, &dev).unwrap();
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut w = model.weights().unwrap();
-    for (name, t) in w.iter_mut() {
-        if name.contains("proj_out") {
-            let v: Vec<f32> = (0..t.elem_count())
-                .map(|_| rng.random_range(-0.2..0.2))
-                .collect();
-            *t = Tensor::from_vec(v, t.shape(), &dev).unwrap();
-        }
-    }
-    model.set_weights(&w, &dev).unwrap();
-    model
+    common::random_model(arch, seed, 0.2)
 }
 
 fn randn(shape: &[usize], seed: u64) -> Tensor {

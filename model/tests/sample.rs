@@ -1,10 +1,10 @@
 //! Sampling: the cached inverse is exact, guidance reduces to plain sampling
 //! where it should, and denoising follows the score.
 
+mod common;
+
 use candle_core::{Device, Tensor};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use tfc_model::config::{FlowConfig, ModelConfig};
+use tfc_model::config::FlowConfig;
 use tfc_model::file::Model;
 use tfc_model::sample::{denoise, prior, reverse, sample, Guidance, SampleOptions};
 use tfc_model::Labels;
@@ -21,20 +21,7 @@ fn model(classes: usize, seed: u64) -> Model {
         mlp_ratio: 4,
         classes,
     };
-    let dev = Device::Cpu;
-    let m = Model::fresh(ModelConfig::new(arch), seed, &dev).unwrap();
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut w = m.weights().unwrap();
-    for (name, t) in w.iter_mut() {
-        if name.contains("proj_out") || name.contains("class_embed") {
-            let v: Vec<f32> = (0..t.elem_count())
-                .map(|_| rng.random_range(-0.1..0.1))
-                .collect();
-            *t = Tensor::from_vec(v, t.shape(), &dev).unwrap();
-        }
-    }
-    m.set_weights(&w, &dev).unwrap();
-    m
+    common::random_model(arch, seed, 0.1)
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
