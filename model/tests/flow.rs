@@ -37,17 +37,6 @@ fn randn(shape: &[usize], seed: u64) -> Tensor {
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
 #[test]
 fn each_block_inverse_recovers_its_input() {
     let model = random_model(tiny(0), 1);
@@ -55,15 +44,15 @@ fn each_block_inverse_recovers_its_input() {
     for block in model.flow.blocks() {
         let (z, _) = block.forward(&x, None).unwrap();
         assert!(
-            max_abs_diff(&z, &x) > 1e-3,
+            common::max_diff(&z, &x) > 1e-3,
             "block must not be the identity"
         );
         let back = block.reverse_naive(&z, None).unwrap();
-        assert!(max_abs_diff(&back, &x) < 1e-4);
+        assert!(common::max_diff(&back, &x) < 1e-4);
     }
     let (z, _) = model.flow.forward_tokens(&x, None).unwrap();
     let back = model.flow.reverse_naive(&z, None).unwrap();
-    assert!(max_abs_diff(&back, &x) < 1e-4);
+    assert!(common::max_diff(&back, &x) < 1e-4);
 }
 
 #[test]
@@ -222,7 +211,7 @@ fn save_and_load_give_identical_outputs() {
     assert!(half.len() < bytes.len() * 6 / 10);
     let h = Model::from_bytes(&half, &dev).unwrap();
     let hv = h.flow.nll_per_dim(&x, Some(&labels)).unwrap();
-    assert!(max_abs_diff(&hv, &before) < 1e-2);
+    assert!(common::max_diff(&hv, &before) < 1e-2);
     assert_eq!(hv.dtype(), DType::F32);
 }
 

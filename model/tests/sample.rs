@@ -24,25 +24,17 @@ fn model(classes: usize, seed: u64) -> Model {
     common::random_model(arch, seed, 0.1)
 }
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
 #[test]
 fn forward_of_sample_gives_back_the_noise() {
     let m = model(0, 1);
     let z = prior(&m.flow, 3, 1.0, 4, &Device::Cpu).unwrap();
     let x = reverse(&m.flow, &z, None, None).unwrap();
     let (z2, _) = m.flow.forward_tokens(&x, None).unwrap();
-    assert!(max_diff(&z, &z2) < 1e-4);
-    assert!(max_diff(&z, &x) > 1e-2, "the flow must not be the identity");
+    assert!(common::max_diff(&z, &z2) < 1e-4);
+    assert!(
+        common::max_diff(&z, &x) > 1e-2,
+        "the flow must not be the identity"
+    );
 }
 
 #[test]
@@ -53,7 +45,7 @@ fn kv_cache_inverse_matches_naive_inverse() {
     let z = prior(&m.flow, 3, 1.0, 5, &dev).unwrap();
     let cached = reverse(&m.flow, &z, Some(&labels), None).unwrap();
     let naive = m.flow.reverse_naive(&z, Some(&labels)).unwrap();
-    let d = max_diff(&cached, &naive);
+    let d = common::max_diff(&cached, &naive);
     assert!(d < 1e-5, "difference {d}");
 }
 
@@ -84,7 +76,7 @@ fn cfg_zero_equals_plain_conditional_sampling() {
     };
     let g2 = sample(&m.flow, &labels, strong, 7, &dev).unwrap();
     assert!(
-        max_diff(&plain, &g2) > 1e-3,
+        common::max_diff(&plain, &g2) > 1e-3,
         "guidance must change the samples"
     );
 }
@@ -100,14 +92,14 @@ fn attention_temperature_one_equals_no_guidance() {
         attn_temp: 1.0,
     };
     let guided = reverse(&m.flow, &z, None, Some(t1)).unwrap();
-    let d = max_diff(&plain, &guided);
+    let d = common::max_diff(&plain, &guided);
     assert!(d < 1e-6, "difference {d}");
     let t2 = Guidance {
         weight: 1.5,
         attn_temp: 2.0,
     };
     let other = reverse(&m.flow, &z, None, Some(t2)).unwrap();
-    assert!(max_diff(&plain, &other) > 1e-4);
+    assert!(common::max_diff(&plain, &other) > 1e-4);
     // The sampling entry point refuses the no-op combination.
     let opts = SampleOptions {
         guidance: Some(t1),

@@ -30,3 +30,15 @@ pub fn random_model(arch: FlowConfig, seed: u64, scale: f32) -> Model {
     model.set_weights(&w, &dev).unwrap();
     model
 }
+
+/// Largest absolute element-wise difference of two tensors.
+pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
