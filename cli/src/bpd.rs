@@ -35,6 +35,10 @@ pub struct BpdArgs {
     /// Print a JSON summary instead of text.
     #[arg(long)]
     json: bool,
+    /// Also print the mean bits per dimension of each patch position of a
+    /// tile, as a grid: where in a tile the model spends its bits.
+    #[arg(long)]
+    map: bool,
     /// Also compress each image (whole, edges included) and report the
     /// actual coded bits per dimension, file headers included.
     #[arg(long)]
@@ -94,6 +98,7 @@ pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
     );
     let mut per_image = Vec::with_capacity(data.len());
     let mut all_tiles = 0usize;
+    let mut token_sum = vec![0f64; arch.tokens()];
     for (i, img) in data.images.iter().enumerate() {
         let one = Dataset {
             images: vec![img.clone()],
@@ -111,6 +116,10 @@ pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
             &dev,
         )
         .with_context(|| format!("image {i}"))?;
+        for (t, v) in token_sum.iter_mut().zip(&bpd.tokens) {
+            *t += v * tiles.len() as f64;
+        }
+        let bpd = bpd.tiles;
         all_tiles += tiles.len();
         if let Some(set) = set.as_ref().filter(|_| !a.one_file) {
             let stats = coded_bits(set, &[to_image(img)?], &params);
@@ -137,6 +146,11 @@ pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
         arch.image_size
     );
     let mean = per_image.iter().map(|(b, n)| b * *n as f64).sum::<f64>() / all_tiles as f64;
+    let side = arch.image_size / arch.patch;
+    let map: Vec<Vec<f64>> = token_sum
+        .chunks(side)
+        .map(|row| row.iter().map(|v| v / all_tiles as f64).collect())
+        .collect();
     let dims: u64 = coded_stats.iter().map(|c| c.dims).sum();
     let total: u64 = coded_stats.iter().map(|c| c.total_bits).sum();
     let header: u64 = coded_stats.iter().map(|c| c.header_bits).sum();
@@ -156,9 +170,20 @@ pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
             "m": a.subpixel_bits,
             "lanes": a.lanes,
             "per_image": per_image.iter().map(|p| p.0).collect::<Vec<_>>(),
+            "patch_map": a.map.then_some(&map),
         });
         println!("{summary}");
         return Ok(());
+    }
+    if a.map {
+        println!(
+            "bpd per patch position ({side}x{side} patches of {0}x{0}):",
+            arch.patch
+        );
+        for row in &map {
+            let cells: Vec<String> = row.iter().map(|v| format!("{v:6.3}")).collect();
+            println!("{}", cells.join(" "));
+        }
     }
     if a.per_image {
         for (i, (b, n)) in per_image.iter().enumerate() {

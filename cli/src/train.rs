@@ -207,10 +207,15 @@ fn build_trainer(a: &TrainArgs, files: &RunFiles, dev: &Device) -> Result<Traine
     );
     if a.resume {
         let steps = a.steps;
+        let data = train.description.clone();
         let mut tr = Trainer::resume(&files.ckpt, steps, train, val, dev)
             .with_context(|| format!("resuming from {}", files.ckpt.display()))?;
         if a.ema == Some(0.0) {
             tr.disable_ema();
+        }
+        // A resumed run may add sources; the model file records what it saw.
+        if !tr.model.config.train.data.contains(&data) {
+            tr.model.config.train.data = format!("{} + {data}", tr.model.config.train.data);
         }
         return Ok(tr);
     }

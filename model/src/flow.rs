@@ -131,6 +131,14 @@ impl FlowBlock {
     /// Data-to-noise direction. `x`: `(B, N, D)` raster order. Returns the
     /// output in raster order and the log-determinant per item `(B,)`.
     pub fn forward(&self, x: &Tensor, labels: Option<&Labels>) -> Result<(Tensor, Tensor)> {
+        let (z, a) = self.forward_detail(x, labels)?;
+        Ok((z, sum_per_item(&a)?.neg()?))
+    }
+
+    /// As [`Self::forward`], but returns the log-scales `a` per token and
+    /// value, `(B, N, D)` in raster order, instead of their total (the
+    /// log-determinant is minus their sum).
+    pub fn forward_detail(&self, x: &Tensor, labels: Option<&Labels>) -> Result<(Tensor, Tensor)> {
         let (b, n, _) = x.dims3()?;
         let xp = self.permute(x)?;
         let class = self.class_term(labels, b)?;
@@ -139,7 +147,7 @@ impl FlowBlock {
         let a = out.narrow(D::Minus1, 0, self.token_dim)?;
         let mu = out.narrow(D::Minus1, self.token_dim, self.token_dim)?;
         let z = (xp - mu)?.mul(&a.neg()?.exp()?)?;
-        Ok((self.permute(&z)?, sum_per_item(&a)?.neg()?))
+        Ok((self.permute(&z)?, self.permute(&a)?))
     }
 
     /// Number of transformer layers (one KV cache each).
@@ -271,6 +279,23 @@ impl TarFlow {
         let sq = (sum_per_item(&z.sqr()?)? * (0.5 / dims))?;
         let c = 0.5 * (2.0 * std::f64::consts::PI).ln();
         (sq - (logdet / dims)?)? + c
+    }
+
+    /// Negative log-likelihood in nats per dimension of each token (patch
+    /// position, raster order), `(B, N)`: the prior term of its values and
+    /// the log-scales every block applied to them. Their mean over tokens
+    /// is [`Self::nll_per_dim`].
+    pub fn nll_per_token(&self, y: &Tensor, labels: Option<&Labels>) -> Result<Tensor> {
+        let mut x = self.patchify(y)?;
+        let d = x.dim(2)? as f64;
+        let mut a_sum = x.zeros_like()?;
+        for block in &self.blocks {
+            let (z, a) = block.forward_detail(&x, labels)?;
+            x = z;
+            a_sum = (a_sum + a)?;
+        }
+        let c = 0.5 * (2.0 * std::f64::consts::PI).ln();
+        (((x.sqr()? * 0.5)? + a_sum)?.sum(D::Minus1)? / d)? + c
     }
 
     /// The paper's training loss: `0.5 mean(z^2) - mean(logdet) / D`.

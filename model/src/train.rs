@@ -393,7 +393,7 @@ impl Trainer {
             return Ok(None);
         };
         let model = self.export()?;
-        let bpd = tile_bpd(&model.flow, tiles, labels, 1, 256, 0, &self.dev)?;
+        let bpd = tile_bpd(&model.flow, tiles, labels, 1, 256, 0, &self.dev)?.tiles;
         let mean = bpd.iter().sum::<f64>() / bpd.len().max(1) as f64;
         self.model.config.train.val_bpd = Some(mean);
         Ok(Some(mean))
@@ -474,6 +474,17 @@ impl Trainer {
     }
 }
 
+/// Bits per dimension of 8-bit tiles under uniform dequantization,
+/// averaged over noise draws.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TileCost {
+    /// Per tile.
+    pub tiles: Vec<f64>,
+    /// Per patch position (raster order), averaged over the tiles: where
+    /// in a tile the model spends its bits.
+    pub tokens: Vec<f64>,
+}
+
 /// Bits per dimension of each 8-bit tile (planar, model-sized) under
 /// uniform dequantization, averaged over `samples` noise draws.
 pub fn tile_bpd(
@@ -484,11 +495,12 @@ pub fn tile_bpd(
     batch: usize,
     seed: u64,
     dev: &Device,
-) -> Result<Vec<f64>> {
+) -> Result<TileCost> {
     let arch = flow.config();
     let s = arch.image_size;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut out = vec![0f64; tiles.len()];
+    let mut tokens = vec![0f64; arch.tokens()];
     for _ in 0..samples.max(1) {
         for (ci, chunk) in tiles.chunks(batch.max(1)).enumerate() {
             let px: Vec<u8> = chunk.concat();
@@ -502,12 +514,20 @@ pub fn tile_bpd(
             } else {
                 None
             };
-            let nll: Vec<f32> = flow.nll_per_dim(&y, lab.as_ref())?.to_vec1()?;
-            for (j, v) in nll.iter().enumerate() {
-                out[ci * batch + j] += nats_to_bpd(*v as f64);
+            let nll: Vec<Vec<f32>> = flow.nll_per_token(&y, lab.as_ref())?.to_vec2()?;
+            for (j, row) in nll.iter().enumerate() {
+                let bpd: Vec<f64> = row.iter().map(|v| nats_to_bpd(*v as f64)).collect();
+                out[ci * batch + j] += bpd.iter().sum::<f64>() / bpd.len() as f64;
+                for (t, b) in tokens.iter_mut().zip(&bpd) {
+                    *t += b;
+                }
             }
         }
     }
     let k = samples.max(1) as f64;
-    Ok(out.into_iter().map(|v| v / k).collect())
+    let tiles_seen = (tiles.len().max(1) as f64) * k;
+    Ok(TileCost {
+        tiles: out.into_iter().map(|v| v / k).collect(),
+        tokens: tokens.into_iter().map(|v| v / tiles_seen).collect(),
+    })
 }

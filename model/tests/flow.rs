@@ -244,3 +244,31 @@ fn damaged_or_foreign_model_files_are_refused() {
     let err = Model::from_bytes(&partial, &dev).err().expect("must fail");
     assert!(err.to_string().contains("tensors"), "{err}");
 }
+
+#[test]
+fn per_token_costs_add_up_to_the_nll() {
+    let dev = Device::Cpu;
+    let model = random_model(tiny(3), 11);
+    let x = randn(&[3, 1, 4, 4], 12);
+    let labels = Labels::new(&[Some(0), Some(2), None], &dev).unwrap();
+    let whole: Vec<f32> = model
+        .flow
+        .nll_per_dim(&x, Some(&labels))
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let per: Vec<Vec<f32>> = model
+        .flow
+        .nll_per_token(&x, Some(&labels))
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    for (w, p) in whole.iter().zip(&per) {
+        assert_eq!(p.len(), 4, "one cost per patch");
+        let mean = p.iter().sum::<f32>() / p.len() as f32;
+        assert!((mean - w).abs() < 1e-5, "{mean} vs {w}");
+        let spread =
+            p.iter().cloned().fold(f32::MIN, f32::max) - p.iter().cloned().fold(f32::MAX, f32::min);
+        assert!(spread > 1e-3, "patches must differ in cost: {p:?}");
+    }
+}
