@@ -9,17 +9,7 @@ use tfc_codec::net::{KvCache, Linear};
 use tfc_codec::ModelFile;
 
 fn photo_config() -> FlowConfig {
-    FlowConfig {
-        channels: 3,
-        image_size: 32,
-        patch: 4,
-        hidden: 128,
-        blocks: 4,
-        layers: 2,
-        head_dim: 64,
-        mlp_ratio: 4,
-        classes: 0,
-    }
+    FlowConfig::photo(3)
 }
 
 fn random(n: usize, seed: u64) -> Vec<f32> {

@@ -10,17 +10,7 @@ use tfc_codec::tile::TileCoder;
 use tfc_codec::ModelFile;
 
 fn photo_model() -> ModelFile {
-    let cfg = FlowConfig {
-        channels: 3,
-        image_size: 32,
-        patch: 4,
-        hidden: 128,
-        blocks: 4,
-        layers: 2,
-        head_dim: 64,
-        mlp_ratio: 4,
-        classes: 0,
-    };
+    let cfg = FlowConfig::photo(3);
     ModelFile::from_bytes(&random_model_bytes(&cfg, 1, 0.02)).unwrap()
 }
 

@@ -6,17 +6,7 @@ use tfc_codec::model_file::{random_model_bytes, SplitMix};
 use tfc_codec::{encode_images, CodingParams, Image, ModelFile, ModelSet};
 
 fn tiny(channels: usize, seed: u64) -> ModelFile {
-    let cfg = FlowConfig {
-        channels,
-        image_size: 8,
-        patch: 2,
-        hidden: 16,
-        blocks: 2,
-        layers: 1,
-        head_dim: 8,
-        mlp_ratio: 2,
-        classes: 0,
-    };
+    let cfg = FlowConfig::tiny(channels);
     ModelFile::from_bytes(&random_model_bytes(&cfg, seed, 0.05)).expect("valid model")
 }
 

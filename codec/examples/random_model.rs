@@ -16,17 +16,7 @@ fn main() {
     let seed: u64 = args
         .get(3)
         .map_or(1, |s| s.parse().expect("SEED is a number"));
-    let cfg = FlowConfig {
-        channels,
-        image_size: 32,
-        patch: 4,
-        hidden: 128,
-        blocks: 4,
-        layers: 2,
-        head_dim: 64,
-        mlp_ratio: 4,
-        classes: 0,
-    };
+    let cfg = FlowConfig::photo(channels);
     std::fs::write(&args[1], random_model_bytes(&cfg, seed, 0.02)).expect("writing the model");
     eprintln!("{} parameters", cfg.parameter_count());
 }

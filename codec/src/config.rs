@@ -45,6 +45,39 @@ fn default_mlp_ratio() -> usize {
 pub const LN_EPS: f32 = 1e-5;
 
 impl FlowConfig {
+    /// The shape of the photo presets: 32x32 tiles, patch 4, width 128,
+    /// 4 blocks of 2 layers, head dimension 64, MLP ratio 4 (about 1.7M
+    /// parameters for RGB).
+    pub fn photo(channels: usize) -> Self {
+        Self {
+            channels,
+            image_size: 32,
+            patch: 4,
+            hidden: 128,
+            blocks: 4,
+            layers: 2,
+            head_dim: 64,
+            mlp_ratio: 4,
+            classes: 0,
+        }
+    }
+
+    /// A tiny shape for tests, fuzzing and examples: 8x8 tiles, patch 2,
+    /// width 16, 2 blocks of 1 layer; fast even in debug builds.
+    pub fn tiny(channels: usize) -> Self {
+        Self {
+            channels,
+            image_size: 8,
+            patch: 2,
+            hidden: 16,
+            blocks: 2,
+            layers: 1,
+            head_dim: 8,
+            mlp_ratio: 2,
+            classes: 0,
+        }
+    }
+
     /// Tokens per image: `(image_size / patch)^2`.
     pub fn tokens(&self) -> usize {
         let side = self.image_size / self.patch;

@@ -16,17 +16,7 @@ use tfc_codec::{decode_file_with, Limits, ModelFile, ModelSet};
 fn models() -> &'static (ModelFile, ModelFile) {
     static M: OnceLock<(ModelFile, ModelFile)> = OnceLock::new();
     M.get_or_init(|| {
-        let cfg = |channels| FlowConfig {
-            channels,
-            image_size: 8,
-            patch: 2,
-            hidden: 16,
-            blocks: 2,
-            layers: 1,
-            head_dim: 8,
-            mlp_ratio: 2,
-            classes: 0,
-        };
+        let cfg = FlowConfig::tiny;
         let load = |c, seed| ModelFile::from_bytes(&random_model_bytes(&cfg(c), seed, 0.05)).unwrap();
         (load(1, 1), load(3, 2))
     })

@@ -97,7 +97,7 @@ pub fn all() -> Vec<Preset> {
         Preset {
             name: if c == 3 { "photo-rgb" } else { "photo-gray" },
             about: "32x32 tiles of photographs, patch 4, width 128, 4x2 layers",
-            config: ModelConfig::new(arch(c, 32, 4, 128, 4, 2)),
+            config: ModelConfig::new(FlowConfig::photo(c)),
             options: o,
             data: "../shared/data/photos",
             val: None,

@@ -8,17 +8,7 @@ use tfc_codec::{Image, ModelFile};
 
 /// A tiny architecture with `channels` channels, fast in debug builds.
 pub fn tiny_config(channels: usize) -> FlowConfig {
-    FlowConfig {
-        channels,
-        image_size: 8,
-        patch: 2,
-        hidden: 16,
-        blocks: 2,
-        layers: 1,
-        head_dim: 8,
-        mlp_ratio: 2,
-        classes: 0,
-    }
+    FlowConfig::tiny(channels)
 }
 
 /// A tiny random-weight model.
