@@ -80,32 +80,15 @@ fn train_resume_bpd_and_sample_end_to_end() {
     assert_eq!(v["tiles"].as_u64(), Some(12));
 
     let grid = dir.path().join("grid.png");
-    ok(&tfc(&[
-        "sample",
-        "--model",
-        m,
-        "-n",
-        "4",
-        "--seed",
-        "3",
-        "-o",
-        grid.to_str().unwrap(),
-    ]));
+    let g_path = grid.to_str().unwrap();
+    let sample = [
+        "sample", "--model", m, "-n", "4", "--seed", "3", "-f", "-o", g_path,
+    ];
+    ok(&tfc(&sample));
     let g = image::open(&grid).unwrap();
     assert_eq!((g.width(), g.height()), (36, 36));
     let first = std::fs::read(&grid).unwrap();
-    ok(&tfc(&[
-        "sample",
-        "--model",
-        m,
-        "-n",
-        "4",
-        "--seed",
-        "3",
-        "-f",
-        "-o",
-        grid.to_str().unwrap(),
-    ]));
+    ok(&tfc(&sample));
     assert_eq!(
         first,
         std::fs::read(&grid).unwrap(),
