@@ -71,7 +71,7 @@ pub fn all() -> Vec<Preset> {
         classes: 10,
         ..arch(1, 28, 4, 128, 4, 2)
     });
-    cond.noise = Noise::Gaussian { sigma: 0.05 };
+    cond.noise = Noise::Gaussian { sigma: 0.3 };
     cond.label_dropout = 0.1;
     cond.class_names = [
         "T-shirt/top",
