@@ -186,3 +186,8 @@ pub fn sum_per_item(x: &Tensor) -> Result<Tensor> {
     let b = x.dim(0)?;
     x.reshape((b, ()))?.sum(D::Minus1)
 }
+
+/// Largest absolute element-wise difference of two same-shaped tensors.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    (a - b)?.abs()?.max_all()?.to_scalar()
+}

@@ -310,14 +310,7 @@ mod tests {
     }
 
     fn close(a: &Tensor, b: &Tensor, tol: f32) {
-        let d: f32 = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = crate::nn::max_abs_diff(a, b).unwrap();
         assert!(d < tol, "max difference {d}");
     }
 
