@@ -50,9 +50,12 @@ pub struct BpdArgs {
     /// Sub-pixel bits `m` for --coded.
     #[arg(long, default_value_t = CodingParams::default().m)]
     subpixel_bits: u8,
-    /// Lanes for --coded.
+    /// Most lanes for --coded (one per 1024 tiles begun, as `compress`).
     #[arg(long, default_value_t = CodingParams::default().lanes)]
     lanes: u16,
+    /// Tile orientations the encoder tries for --coded (1 to 8).
+    #[arg(long, default_value_t = CodingParams::default().orientations)]
+    orientations: u8,
 }
 
 fn to_image(img: &Planar) -> Result<Image> {
@@ -78,6 +81,7 @@ pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
     let params = CodingParams {
         m: a.subpixel_bits,
         lanes: a.lanes,
+        orientations: a.orientations,
     };
     let mut coded_stats: Vec<CodedStats> = Vec::new();
     let arch = &model.config.arch;
@@ -122,7 +126,12 @@ pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
         let bpd = bpd.tiles;
         all_tiles += tiles.len();
         if let Some(set) = set.as_ref().filter(|_| !a.one_file) {
-            let stats = coded_bits(set, &[to_image(img)?], &params);
+            let image = [to_image(img)?];
+            let params = CodingParams {
+                lanes: tfc_codec::lanes_for(set, &image, a.lanes)?,
+                ..params
+            };
+            let stats = coded_bits(set, &image, &params);
             coded_stats.push(stats.with_context(|| format!("coding image {i}"))?);
         }
         per_image.push((
@@ -138,6 +147,10 @@ pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
             .iter()
             .map(to_image)
             .collect::<Result<Vec<_>>>()?;
+        let params = CodingParams {
+            lanes: tfc_codec::lanes_for(set, &images, a.lanes)?,
+            ..params
+        };
         coded_stats.push(coded_bits(set, &images, &params)?);
     }
     anyhow::ensure!(
@@ -156,6 +169,8 @@ pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
     let header: u64 = coded_stats.iter().map(|c| c.header_bits).sum();
     let coded_bpd = (!coded_stats.is_empty()).then(|| total as f64 / dims as f64);
     let payload_bpd = (!coded_stats.is_empty()).then(|| (total - header) as f64 / dims as f64);
+    let startup: u64 = coded_stats.iter().map(|c| c.startup_bits).sum();
+    let startup_bpd = (!coded_stats.is_empty()).then(|| startup as f64 / dims as f64);
     if a.json {
         let summary = serde_json::json!({
             "model": a.model.display().to_string(),
@@ -166,9 +181,11 @@ pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
             "bpd": mean,
             "coded_bpd": coded_bpd,
             "coded_payload_bpd": payload_bpd,
+            "coded_startup_bpd": startup_bpd,
             "coded_bytes": (!coded_stats.is_empty()).then_some(total / 8),
             "m": a.subpixel_bits,
             "lanes": a.lanes,
+            "orientations": a.orientations,
             "per_image": per_image.iter().map(|p| p.0).collect::<Vec<_>>(),
             "patch_map": a.map.then_some(&map),
         });
@@ -196,18 +213,19 @@ pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
         arch.image_size,
         arch.image_size
     );
-    if let (Some(c), Some(p)) = (coded_bpd, payload_bpd) {
+    if let (Some(c), Some(p), Some(st)) = (coded_bpd, payload_bpd, startup_bpd) {
         let files = if a.one_file {
             "one file"
         } else {
             "one file per image"
         };
         println!(
-            "coded {c:.4} bpd, {p:.4} without headers ({files}, m {}, {} lanes): {:+.2}% against the model",
+            "coded {c:.4} bpd, {p:.4} without headers ({files}, m {}, at most {} lanes): {:+.2}% against the model",
             a.subpixel_bits,
             a.lanes,
             100.0 * (c / mean - 1.0)
         );
+        println!("lane start-up (first tiles on an empty stack): {st:.4} bpd");
     }
     Ok(())
 }

@@ -32,9 +32,14 @@ pub struct CompressArgs {
     #[arg(long, default_value_t = CodingParams::default().m)]
     pub subpixel_bits: u8,
     /// Most independent stacks: more decode in parallel but each costs a
-    /// start-up; small images use fewer (one per 128 tiles at most).
+    /// start-up, so one lane is used per 1024 tiles begun, up to this many.
     #[arg(long, default_value_t = CodingParams::default().lanes)]
     pub lanes: u16,
+    /// How many of the 8 orientations of each tile (mirrors, transposes)
+    /// the encoder tries, keeping the cheapest: 1 is fastest, 8 smallest.
+    /// Decoding speed does not depend on it.
+    #[arg(long, default_value_t = CodingParams::default().orientations)]
+    pub orientations: u8,
     /// Overwrite an existing output file.
     #[arg(short, long)]
     pub force: bool,
@@ -228,7 +233,8 @@ pub fn compress(args: &CompressArgs) -> Result<()> {
     let set = model_set(&models)?;
     let params = CodingParams {
         m: args.subpixel_bits,
-        lanes: args.lanes,
+        lanes: tfc_codec::lanes_for(&set, &images, args.lanes)?,
+        orientations: args.orientations,
     };
     let pb = progress_bar(
         tfc_codec::tiles_for_images(&set, &images)?,

@@ -32,13 +32,38 @@ fn main() {
     let (gray, rgb) = (tiny(1, 1), tiny(3, 2));
     let set = ModelSet::new(&[&gray, &rgb]).expect("one model per channel count");
     let cases: Vec<(Vec<Image>, CodingParams)> = vec![
-        (vec![image(1, 1, 3, 1)], CodingParams { m: 4, lanes: 2 }),
-        (vec![image(9, 5, 1, 2)], CodingParams { m: 2, lanes: 1 }),
+        (
+            vec![image(1, 1, 3, 1)],
+            CodingParams {
+                m: 4,
+                lanes: 2,
+                orientations: 8,
+            },
+        ),
+        (
+            vec![image(9, 5, 1, 2)],
+            CodingParams {
+                m: 2,
+                lanes: 1,
+                orientations: 2,
+            },
+        ),
         (
             vec![image(6, 7, 4, 3), image(3, 2, 2, 4)],
-            CodingParams { m: 3, lanes: 3 },
+            CodingParams {
+                m: 3,
+                lanes: 3,
+                orientations: 8,
+            },
         ),
-        (vec![image(12, 4, 3, 6)], CodingParams { m: 0, lanes: 1 }),
+        (
+            vec![image(12, 4, 3, 6)],
+            CodingParams {
+                m: 0,
+                lanes: 1,
+                orientations: 1,
+            },
+        ),
     ];
     for (i, (images, params)) in cases.iter().enumerate() {
         let bytes = encode_images(&set, images, params).expect("encoding a seed");

@@ -10,29 +10,38 @@
 use rayon::prelude::*;
 
 use crate::alpha;
-use crate::ans::Stack;
+use crate::ans::{self, Stack};
 use crate::error::{corrupt, CodecError, Result};
 use crate::format::{self, Header, ImageEntry, Limits, ModelRef, MAX_LANES, MAX_M};
-use crate::image::{from_planes, plane_count, to_planes, Image, Plane, TileGeometry};
+use crate::image::{from_planes, plane_count, to_planes, Image, Plane, TileGeometry, ORIENTATIONS};
 use crate::model_file::{hex, ModelFile};
-use crate::tile::TileCoder;
+use crate::tile::{self, TileCoder};
 
-/// Coding parameters chosen by the encoder and recorded in the file.
+/// Coding parameters chosen by the encoder. `m` and `lanes` are recorded
+/// in the file; `orientations` only steers the encoder's search.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CodingParams {
     /// Sub-pixel bits `m` (lattice step `2^-(7+m)`).
     pub m: u8,
     /// Number of independent stacks.
     pub lanes: u16,
+    /// How many of the [`ORIENTATIONS`] the encoder tries per tile (the
+    /// first `n`: 1 codes every tile as it is, 2 adds the mirror image).
+    /// Each costs one more network pass when encoding; decoding is
+    /// unaffected.
+    pub orientations: u8,
 }
 
-/// Defaults chosen by measurement (Kodak, 32x32 RGB model): the gap to the
-/// model's NLL did not change between m = 2 and 6, and each lane's start-up
-/// costs about `m` bits per value of a tile, so small m wins; m = 3 keeps
-/// a margin for sharper models. Two lanes use both cores when decoding.
+/// Defaults chosen by measurement (Kodak, 32x32 RGB model, see
+/// `codec/README.md`): m = 3 was smallest among 2 to 4; two lanes when
+/// [`lanes_for`] allows them; all eight orientations.
 impl Default for CodingParams {
     fn default() -> Self {
-        Self { m: 3, lanes: 2 }
+        Self {
+            m: 3,
+            lanes: 2,
+            orientations: ORIENTATIONS,
+        }
     }
 }
 
@@ -41,6 +50,11 @@ impl CodingParams {
         if self.m > MAX_M || self.lanes == 0 || self.lanes > MAX_LANES {
             return Err(CodecError::Misuse(format!(
                 "m must be 0..={MAX_M} and lanes 1..={MAX_LANES}"
+            )));
+        }
+        if self.orientations == 0 || self.orientations > ORIENTATIONS {
+            return Err(CodecError::Misuse(format!(
+                "orientations must be 1..={ORIENTATIONS}"
             )));
         }
         Ok(())
@@ -193,12 +207,8 @@ pub fn encode_images_with(
         .into_par_iter()
         .map(|l| {
             let mut stack = Stack::new();
-            for job in jobs.iter().skip(l).step_by(lanes) {
-                let model = models.get(job.model_channels).expect("chosen above");
-                let tokens = geometry(model).extract(&planes[job.image][job.plane], job.tx, job.ty);
-                TileCoder::new(model.network(), params.m as u32).encode(&mut stack, &tokens)?;
-                progress(1);
-            }
+            let lane = jobs.iter().skip(l).step_by(lanes);
+            encode_lane(models, &planes, params, true, lane, &mut stack, progress)?;
             if l == 0 {
                 for img in images {
                     if let Some(a) = img.alpha() {
@@ -221,6 +231,81 @@ pub fn encode_images_with(
         bytes.extend(w.to_le_bytes());
     }
     Ok(bytes)
+}
+
+/// Codes one lane's tiles in order on `stack`: the first as raw bytes when
+/// `raw_lead` (see [`tile::push_raw`]; the encoder always does this), the
+/// others with the flow, each in its cheapest orientation.
+fn encode_lane<'j>(
+    models: &ModelSet<'_>,
+    planes: &[Vec<Plane>],
+    params: &CodingParams,
+    raw_lead: bool,
+    lane: impl Iterator<Item = &'j Job>,
+    stack: &mut Stack,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<()> {
+    for (i, job) in lane.enumerate() {
+        let model = models
+            .get(job.model_channels)
+            .expect("chosen by the caller");
+        let geo = geometry(model);
+        let tokens = geo.extract(&planes[job.image][job.plane], job.tx, job.ty);
+        if i == 0 && raw_lead {
+            tile::push_raw(stack, &tokens)?;
+        } else {
+            let coder = TileCoder::new(model.network(), params.m as u32);
+            let o = encode_oriented(&coder, &geo, stack, &tokens, params.orientations)?;
+            ans::push_uniform(stack, o as u64, ORIENTATIONS as u64)?;
+        }
+        progress(1);
+    }
+    Ok(())
+}
+
+/// Encodes `tokens` onto `stack` in whichever of the first `tries`
+/// orientations leaves the stack smallest, and returns that orientation.
+///
+/// Each try runs on a copy of only the top of the stack: encoding a tile
+/// pops at most `m + 23` bits per value and block (sub-pixels and scale
+/// remainders, `R <= 2^22`), so a copy of that many words behaves exactly
+/// like the whole stack, and the winner's copy is spliced back on.
+fn encode_oriented(
+    coder: &TileCoder<'_>,
+    geo: &TileGeometry,
+    stack: &mut Stack,
+    tokens: &[u8],
+    tries: u8,
+) -> Result<u8> {
+    if tries <= 1 {
+        coder.encode(stack, tokens)?;
+        return Ok(0);
+    }
+    use constriction::stream::Code;
+    let cfg = coder.config();
+    let bound = cfg.dims() * (coder.m() as usize + 23 * cfg.blocks) / 32 + 256;
+    let len = stack.bulk().len();
+    let keep = len.saturating_sub(bound);
+    let top = &stack.bulk()[keep..];
+    let state = stack.state();
+    let tried = (0..tries)
+        .into_par_iter()
+        .map(|o| {
+            let mut copy = Stack::from_raw_parts(top.to_vec(), state);
+            coder.encode(&mut copy, &geo.orient(tokens, o))?;
+            Ok((copy.num_valid_bits(), o, copy))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (_, o, best) = tried
+        .into_iter()
+        .min_by_key(|(bits, o, _)| (*bits, *o))
+        .expect("at least one orientation");
+    let (mut bulk, _) = std::mem::take(stack).into_raw_parts();
+    bulk.truncate(keep);
+    let (top, state) = best.into_raw_parts();
+    bulk.extend(top);
+    *stack = Stack::from_raw_parts(bulk, state);
+    Ok(o)
 }
 
 fn model_refs(models: &ModelSet<'_>, entries: &[ImageEntry]) -> Vec<ModelRef> {
@@ -356,6 +441,15 @@ fn decode_group(
     let steps = lists.iter().map(Vec::len).max().unwrap_or(0);
     let mut out = Vec::new();
     for s in 0..steps {
+        // A lane's last tile to decode is its raw first one.
+        for (stack, list) in group.iter_mut().zip(&lists) {
+            if s + 1 == list.len() {
+                let j = list[s];
+                let model = models.get(jobs[j].model_channels).expect("resolved");
+                out.push((j, tile::pop_raw(stack, model.network().config().dims())?));
+                progress(1);
+            }
+        }
         for mc in [1u8, 3] {
             let Some(model) = models.get(mc) else {
                 continue;
@@ -363,17 +457,26 @@ fn decode_group(
             let mut idx = Vec::new();
             let mut batch: Vec<&mut Stack> = Vec::new();
             for (stack, list) in group.iter_mut().zip(&lists) {
-                if let Some(&j) = list.get(s).filter(|&&j| jobs[j].model_channels == mc) {
-                    idx.push(j);
+                let flow = s + 1 < list.len();
+                if let Some(&j) = list
+                    .get(s)
+                    .filter(|&&j| flow && jobs[j].model_channels == mc)
+                {
+                    idx.push((j, ans::pop_uniform(stack, ORIENTATIONS as u64)? as u8));
                     batch.push(stack);
                 }
             }
             if batch.is_empty() {
                 continue;
             }
+            let geo = geometry(model);
             let tiles = TileCoder::new(model.network(), m).decode_batch(&mut batch)?;
             progress(tiles.len());
-            out.extend(idx.into_iter().zip(tiles));
+            out.extend(
+                idx.into_iter()
+                    .zip(tiles)
+                    .map(|((j, o), t)| (j, geo.unorient(&t, o))),
+            );
         }
     }
     Ok(out)
@@ -437,15 +540,20 @@ pub fn tiles_for_images(models: &ModelSet<'_>, images: &[Image]) -> Result<usize
     Ok(jobs(&geo, models)?.len())
 }
 
-/// Fewest tiles per lane that [`lanes_for`] allows: each lane pays about
-/// `m` bits per value of one tile once, so a lane should carry many tiles.
-pub const MIN_TILES_PER_LANE: usize = 128;
+/// Tiles one lane carries before [`lanes_for`] adds another. Each lane
+/// pays a start-up of about 5 bits per value of one tile (see
+/// `codec/README.md`), and a lane of 1024 32x32 tiles (1 Mpixel) decodes in
+/// well under a minute on one core; so a photo up to a megapixel gets one
+/// lane, the smallest file, and larger ones decode in parallel.
+pub const TILES_PER_LANE: usize = 1024;
 
-/// A lane count for `images`: at most `max_lanes`, and no more than one
-/// lane per [`MIN_TILES_PER_LANE`] tiles (at least 1).
+/// A lane count for `images`: one per [`TILES_PER_LANE`] tiles begun, at
+/// least 1 and at most `max_lanes`.
 pub fn lanes_for(models: &ModelSet<'_>, images: &[Image], max_lanes: u16) -> Result<u16> {
     let tiles = tiles_for_images(models, images)?;
-    let lanes = (tiles / MIN_TILES_PER_LANE).clamp(1, max_lanes.max(1) as usize);
+    let lanes = tiles
+        .div_ceil(TILES_PER_LANE)
+        .clamp(1, max_lanes.max(1) as usize);
     Ok(lanes as u16)
 }
 
@@ -500,7 +608,7 @@ pub struct CodedStats {
     /// Sub-pixel values coded (pixels times channels), the "dimensions".
     pub dims: u64,
     /// Measured one-off start-up cost of the lanes: how many more bits each
-    /// lane's first tile takes on an empty stack (nothing to pop for the
+    /// lane's first tiles take on an empty stack (nothing to pop for the
     /// sub-pixels and, in expanding blocks, for the scale transform) than
     /// on a stack that already holds data, summed over lanes.
     pub startup_bits: u64,
@@ -513,35 +621,36 @@ impl CodedStats {
     }
 }
 
-/// Start-up cost of each lane's first tile: its size on an empty stack
-/// minus its size on a stack pre-filled with pseudo-random words.
+/// Tiles at the start of each lane that [`startup_bits`] codes.
+const STARTUP_TILES: usize = 4;
+
+/// Start-up cost of the lanes: the size of each lane's first
+/// [`STARTUP_TILES`] tiles coded as the encoder codes them on an empty
+/// stack (the first raw) minus their size when all are flow-coded on a
+/// stack pre-filled with pseudo-random words, summed over lanes.
 fn startup_bits(
     models: &ModelSet<'_>,
-    images: &[Image],
+    planes: &[Vec<Plane>],
     geo: &[(usize, usize, u8, u8)],
     params: &CodingParams,
 ) -> Result<u64> {
     let jobs = jobs(geo, models)?;
+    let lanes = params.lanes as usize;
     let mut total = 0i64;
-    for job in jobs.iter().take(params.lanes as usize) {
-        let model = models.get(job.model_channels).expect("chosen above");
-        let plane = &to_planes(&images[job.image], job.model_channels)[job.plane];
-        let tokens = geometry(model).extract(plane, job.tx, job.ty);
-        let coder = TileCoder::new(model.network(), params.m as u32);
+    for l in 0..lanes.min(jobs.len()) {
+        let lane = || jobs.iter().skip(l).step_by(lanes).take(STARTUP_TILES);
         let mut empty = Stack::new();
-        coder.encode(&mut empty, &tokens)?;
-        let mut rng = crate::model_file::SplitMix::new(1);
-        let fill: Vec<u32> = (0..4 * tokens.len() + 64)
-            .map(|_| rng.next_u64() as u32 | 1)
-            .collect();
+        encode_lane(models, planes, params, true, lane(), &mut empty, &|_| {})?;
+        let mut rng = crate::model_file::SplitMix::new(1 + l as u64);
+        let fill: Vec<u32> = (0..64 * 1024).map(|_| rng.next_u64() as u32 | 1).collect();
         let mut filled =
             Stack::from_compressed(fill).map_err(|_| CodecError::Misuse("fill".into()))?;
         let before = filled.num_valid_bits() as i64;
-        coder.encode(&mut filled, &tokens)?;
+        encode_lane(models, planes, params, false, lane(), &mut filled, &|_| {})?;
         let warm = filled.num_valid_bits() as i64 - before;
-        total += (empty.num_valid_bits() as i64 - warm).max(0);
+        total += empty.num_valid_bits() as i64 - warm;
     }
-    Ok(total as u64)
+    Ok(total.max(0) as u64)
 }
 
 /// Encodes `images` and reports the actual sizes.
@@ -565,7 +674,12 @@ pub fn coded_bits(
             )
         })
         .collect();
-    let startup = startup_bits(models, images, &geo, params)?;
+    let planes: Vec<Vec<Plane>> = images
+        .iter()
+        .zip(&geo)
+        .map(|(img, g)| to_planes(img, g.3))
+        .collect();
+    let startup = startup_bits(models, &planes, &geo, params)?;
     Ok(CodedStats {
         total_bits: bytes.len() as u64 * 8,
         header_bits: info.header_bytes as u64 * 8,

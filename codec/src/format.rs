@@ -26,7 +26,7 @@ use crate::model_file::ModelId;
 /// First bytes of every tfc file.
 pub const MAGIC: [u8; 8] = [0x89, b'T', b'F', b'C', 0x0D, 0x0A, 0x1A, 0x0A];
 /// Current container version.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Largest sub-pixel precision accepted.
 pub const MAX_M: u8 = 12;
 /// Largest lane count accepted.

@@ -173,6 +173,11 @@ pub fn from_planes(w: u32, h: u32, channels: u8, planes: &[Plane], alpha: Option
     }
 }
 
+/// Orientations a tile can be coded in, the symmetries of the square:
+/// bit 2 transposes, then bit 0 mirrors the columns and bit 1 the rows.
+/// The encoder codes each tile in the orientation that costs least.
+pub const ORIENTATIONS: u8 = 8;
+
 /// Tile geometry of a model: tile side and patch side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TileGeometry {
@@ -190,9 +195,9 @@ impl TileGeometry {
         (w.div_ceil(self.tile), h.div_ceil(self.tile))
     }
 
-    /// Calls `f(token_value_index, plane_row, plane_col, channel)` for every
-    /// value of tile `(tx, ty)`, rows and columns not yet clamped.
-    fn for_each(&self, tx: usize, ty: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+    /// Calls `f(token_value_index, row, col, channel)` for every value of a
+    /// tile, with `row` and `col` inside the tile.
+    fn for_each_local(&self, mut f: impl FnMut(usize, usize, usize, usize)) {
         let (p, c) = (self.patch, self.channels);
         let side = self.tile / p;
         let d = c * p * p;
@@ -202,11 +207,10 @@ impl TileGeometry {
                 for ch in 0..c {
                     for ki in 0..p {
                         for kj in 0..p {
-                            let e = tok * d + ch * p * p + ki * p + kj;
                             f(
-                                e,
-                                ty * self.tile + pr * p + ki,
-                                tx * self.tile + pc * p + kj,
+                                tok * d + ch * p * p + ki * p + kj,
+                                pr * p + ki,
+                                pc * p + kj,
                                 ch,
                             );
                         }
@@ -214,6 +218,47 @@ impl TileGeometry {
                 }
             }
         }
+    }
+
+    /// Calls `f(token_value_index, plane_row, plane_col, channel)` for every
+    /// value of tile `(tx, ty)`, rows and columns not yet clamped.
+    fn for_each(&self, tx: usize, ty: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+        let t = self.tile;
+        self.for_each_local(|e, r, c, ch| f(e, ty * t + r, tx * t + c, ch));
+    }
+
+    /// For tile values in token order as seen in orientation `o` (see
+    /// [`ORIENTATIONS`]), the index of each in the tile's own token order.
+    fn orientation_map(&self, o: u8) -> Vec<usize> {
+        let t = self.tile;
+        let mut canonical = vec![0usize; t * t * self.channels];
+        self.for_each_local(|e, r, c, ch| canonical[(r * t + c) * self.channels + ch] = e);
+        let mut map = vec![0usize; canonical.len()];
+        self.for_each_local(|e, r, c, ch| {
+            let (mut r, mut c) = if o & 4 != 0 { (c, r) } else { (r, c) };
+            if o & 1 != 0 {
+                c = t - 1 - c;
+            }
+            if o & 2 != 0 {
+                r = t - 1 - r;
+            }
+            map[e] = canonical[(r * t + c) * self.channels + ch];
+        });
+        map
+    }
+
+    /// Tile values in token order, re-read in orientation `o`.
+    pub fn orient(&self, tokens: &[u8], o: u8) -> Vec<u8> {
+        self.orientation_map(o).iter().map(|&i| tokens[i]).collect()
+    }
+
+    /// Inverse of [`Self::orient`].
+    pub fn unorient(&self, oriented: &[u8], o: u8) -> Vec<u8> {
+        let mut out = vec![0u8; oriented.len()];
+        for (&i, &v) in self.orientation_map(o).iter().zip(oriented) {
+            out[i] = v;
+        }
+        out
     }
 
     /// Tile `(tx, ty)` of `plane` as tokens, edges repeated.
@@ -234,5 +279,60 @@ impl TileGeometry {
                 plane.data[(row * w + col) * c + ch] = tokens[e];
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry() -> TileGeometry {
+        TileGeometry {
+            tile: 4,
+            patch: 2,
+            channels: 3,
+        }
+    }
+
+    /// A 4x4 RGB tile whose value at (row, col, ch) is `16 * ch + 4 * row + col`,
+    /// as tokens.
+    fn numbered() -> Vec<u8> {
+        let plane = Plane {
+            width: 4,
+            height: 4,
+            channels: 3,
+            data: (0..48).map(|i| (16 * (i % 3) + i / 3) as u8).collect(),
+        };
+        geometry().extract(&plane, 0, 0)
+    }
+
+    #[test]
+    fn orientations_are_distinct_and_invertible() {
+        let g = geometry();
+        let tokens = numbered();
+        let mut seen = Vec::new();
+        for o in 0..ORIENTATIONS {
+            let t = g.orient(&tokens, o);
+            assert_eq!(g.unorient(&t, o), tokens, "orientation {o}");
+            assert!(!seen.contains(&t), "orientation {o} repeats another");
+            seen.push(t);
+        }
+        assert_eq!(seen[0], tokens);
+    }
+
+    #[test]
+    fn orientation_bits_mirror_and_transpose() {
+        let g = geometry();
+        let tokens = numbered();
+        // First value of the first token: the tile's top-left pixel, red.
+        let corner = |o: u8| g.orient(&tokens, o)[0];
+        assert_eq!(corner(0), 0);
+        assert_eq!(corner(1), 3, "columns mirrored: top-right");
+        assert_eq!(corner(2), 12, "rows mirrored: bottom-left");
+        assert_eq!(corner(3), 15, "both: bottom-right");
+        // Second value of the first token is pixel (0, 1); transposed it
+        // reads pixel (1, 0).
+        assert_eq!(g.orient(&tokens, 0)[1], 1);
+        assert_eq!(g.orient(&tokens, 4)[1], 4);
     }
 }

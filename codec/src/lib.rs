@@ -38,6 +38,7 @@ pub mod tile;
 pub use codec::{
     coded_bits, decode_file, decode_file_with, encode_images, encode_images_with, inspect,
     lanes_for, tiles_for_header, tiles_for_images, CodedStats, CodingParams, FileInfo, ModelSet,
+    TILES_PER_LANE,
 };
 pub use error::CodecError;
 pub use format::Limits;

@@ -2,13 +2,20 @@
 //! shift and modular scale transform of every flow block, and the prior.
 //!
 //! Decoder order (the encoder does the exact inverse, backwards):
-//! 1. pop every final latent under the prior (tokens in raster order);
-//! 2. for blocks `T-1` down to 0, for tokens `1..N` in the block's reading
+//! 1. for blocks `T-1` down to 0, for tokens `1..N` in the block's reading
 //!    order, for each value: pop `r_e`, `v = S Z + r_e`, `Y' = v div R`,
 //!    push `r_d = v mod R`, `Y = Y' + round(mu / delta)`. Token 0 of a
-//!    block has `a = mu = 0` and passes unchanged;
-//! 3. split `Y` into the pixel `x = (Y >> m) + 128` and push the sub-pixel
+//!    block has `a = mu = 0` and passes unchanged. In the last block
+//!    (`T-1`, the first decoded) each final latent `Z` is popped under the
+//!    prior just before it is used, token 0's before the loop;
+//! 2. split `Y` into the pixel `x = (Y >> m) + 128` and push the sub-pixel
 //!    `U = Y mod 2^m`.
+//!
+//! Popping the prior lazily means the encoder pushes each latent of the
+//! last block right after computing it, so the bits that block borrows
+//! from the stack are paid back token by token. That matters for the first
+//! tile on an empty stack, which must borrow every bit it pops before it
+//! pushes: it lowers the start-up cost of a lane.
 
 use crate::ans::{self, Stack};
 use crate::error::{corrupt, CodecError, Result};
@@ -40,6 +47,16 @@ impl<'a> TileCoder<'a> {
         }
     }
 
+    /// The network's shape.
+    pub fn config(&self) -> &crate::config::FlowConfig {
+        self.net.config()
+    }
+
+    /// Sub-pixel bits.
+    pub fn m(&self) -> u32 {
+        self.lat.m
+    }
+
     /// Values per tile (`N * D`).
     pub fn values(&self) -> usize {
         self.net.config().dims()
@@ -69,9 +86,6 @@ impl<'a> TileCoder<'a> {
         for t in 0..cfg.blocks {
             self.encode_block(stack, t, &mut y)?;
         }
-        for e in (0..n * d).rev() {
-            push_prior(stack, self.lat, y[e])?;
-        }
         Ok(())
     }
 
@@ -87,19 +101,31 @@ impl<'a> TileCoder<'a> {
         x
     }
 
+    /// Encodes block `t`; the last block also pushes each latent under
+    /// the prior as soon as it is known.
     fn encode_block(&self, stack: &mut Stack, t: usize, y: &mut [i64]) -> Result<()> {
         let cfg = self.net.config();
         let (n, d) = (cfg.tokens(), cfg.token_dim());
-        if n < 2 {
-            return Ok(());
+        let last = t + 1 == cfg.blocks;
+        if n >= 2 {
+            let out = self.net.block_forward(t, &self.block_input(t, y, n - 1));
+            for i in (1..n).rev() {
+                let row = &out[(i - 1) * 2 * d..i * 2 * d];
+                let r = self.net.raster_pos(t, i);
+                for k in (0..d).rev() {
+                    let p = self.params(row, d, k);
+                    let z = scale_forward(stack, y[r * d + k], p)?;
+                    y[r * d + k] = z;
+                    if last {
+                        push_prior(stack, self.lat, z)?;
+                    }
+                }
+            }
         }
-        let out = self.net.block_forward(t, &self.block_input(t, y, n - 1));
-        for i in (1..n).rev() {
-            let row = &out[(i - 1) * 2 * d..i * 2 * d];
-            let r = self.net.raster_pos(t, i);
+        if last {
+            let r = self.net.raster_pos(t, 0);
             for k in (0..d).rev() {
-                let p = self.params(row, d, k);
-                y[r * d + k] = scale_forward(stack, y[r * d + k], p)?;
+                push_prior(stack, self.lat, y[r * d + k])?;
             }
         }
         Ok(())
@@ -111,13 +137,7 @@ impl<'a> TileCoder<'a> {
     pub fn decode_batch(&self, stacks: &mut [&mut Stack]) -> Result<Vec<Vec<u8>>> {
         let cfg = self.net.config();
         let (nd, m) = (cfg.tokens() * cfg.token_dim(), self.lat.m);
-        let mut ys = Vec::with_capacity(stacks.len());
-        for s in stacks.iter_mut() {
-            let y = (0..nd)
-                .map(|_| pop_prior(s, self.lat))
-                .collect::<Result<Vec<_>>>()?;
-            ys.push(y);
-        }
+        let mut ys = vec![vec![0i64; nd]; stacks.len()];
         for t in (0..cfg.blocks).rev() {
             self.decode_block(stacks, t, &mut ys)?;
         }
@@ -140,6 +160,15 @@ impl<'a> TileCoder<'a> {
     fn decode_block(&self, stacks: &mut [&mut Stack], t: usize, ys: &mut [Vec<i64>]) -> Result<()> {
         let cfg = self.net.config();
         let (n, d) = (cfg.tokens(), cfg.token_dim());
+        let last = t + 1 == cfg.blocks;
+        if last {
+            let r = self.net.raster_pos(t, 0);
+            for (s, y) in stacks.iter_mut().zip(ys.iter_mut()) {
+                for v in &mut y[r * d..(r + 1) * d] {
+                    *v = pop_prior(s, self.lat)?;
+                }
+            }
+        }
         let mut caches = vec![KvCache::new(cfg.layers); stacks.len()];
         for i in 1..n {
             let prev = self.net.raster_pos(t, i - 1);
@@ -156,12 +185,37 @@ impl<'a> TileCoder<'a> {
             for ((s, y), row) in stacks.iter_mut().zip(ys.iter_mut()).zip(out.chunks(2 * d)) {
                 for k in 0..d {
                     let p = self.params(row, d, k);
-                    y[r * d + k] = scale_inverse(s, y[r * d + k], p)?;
+                    let z = if last {
+                        pop_prior(s, self.lat)?
+                    } else {
+                        y[r * d + k]
+                    };
+                    y[r * d + k] = scale_inverse(s, z, p)?;
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Pushes a tile's pixel values as raw bytes, 8 bits each. The first tile
+/// of a lane is coded this way: on an empty stack a flow-coded tile costs
+/// its NLL plus everything it borrows, while raw bytes cost 8 bits a value
+/// and the next tile, which borrows about as much, pops them for free.
+pub fn push_raw(stack: &mut Stack, values: &[u8]) -> Result<()> {
+    for &v in values {
+        ans::push_uniform(stack, v as u64, 256)?;
+    }
+    Ok(())
+}
+
+/// Pops `n` values pushed by [`push_raw`].
+pub fn pop_raw(stack: &mut Stack, n: usize) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; n];
+    for v in out.iter_mut().rev() {
+        *v = ans::pop_uniform(stack, 256)? as u8;
+    }
+    Ok(out)
 }
 
 /// Encoder side of shift and scale: `Y' = Y - shift`, pop `r_d < R`,

@@ -114,7 +114,11 @@ fn files_do_not_depend_on_thread_count() {
     let models = ModelSet::new(&[&gray, &rgb]).unwrap();
     let images = [kodak_crop(), synthetic(20, 13, 1, Content::Noise, 4)];
     for lanes in [1u16, 2, 3] {
-        let params = CodingParams { m: 4, lanes };
+        let params = CodingParams {
+            m: 4,
+            lanes,
+            orientations: 8,
+        };
         let one = with_threads(1, || encode_images(&models, &images, &params).unwrap());
         let two = with_threads(2, || encode_images(&models, &images, &params).unwrap());
         let four = with_threads(4, || encode_images(&models, &images, &params).unwrap());

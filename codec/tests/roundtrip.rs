@@ -83,9 +83,21 @@ fn round_trip_kodak_crop() {
     let models = ModelSet::single(&rgb).unwrap();
     let img = kodak_crop();
     for params in [
-        CodingParams { m: 4, lanes: 2 },
-        CodingParams { m: 2, lanes: 1 },
-        CodingParams { m: 6, lanes: 5 },
+        CodingParams {
+            m: 4,
+            lanes: 2,
+            orientations: 8,
+        },
+        CodingParams {
+            m: 2,
+            lanes: 1,
+            orientations: 1,
+        },
+        CodingParams {
+            m: 6,
+            lanes: 5,
+            orientations: 3,
+        },
     ] {
         round_trip(&models, std::slice::from_ref(&img), params);
     }
@@ -101,7 +113,15 @@ fn several_images_share_a_file() {
         synthetic(16, 16, 4, Content::Gradient, 3),
         synthetic(1, 1, 2, Content::Noise, 4),
     ];
-    round_trip(&models, &images, CodingParams { m: 3, lanes: 3 });
+    round_trip(
+        &models,
+        &images,
+        CodingParams {
+            m: 3,
+            lanes: 3,
+            orientations: 2,
+        },
+    );
 }
 
 #[test]
@@ -134,12 +154,20 @@ fn more_lanes_than_tiles_and_m_zero() {
     round_trip(
         &models,
         std::slice::from_ref(&img),
-        CodingParams { m: 0, lanes: 4 },
+        CodingParams {
+            m: 0,
+            lanes: 4,
+            orientations: 8,
+        },
     );
     round_trip(
         &models,
         std::slice::from_ref(&img),
-        CodingParams { m: 8, lanes: 1 },
+        CodingParams {
+            m: 8,
+            lanes: 1,
+            orientations: 8,
+        },
     );
 }
 
@@ -148,8 +176,41 @@ fn lanes_for_gives_small_images_one_lane() {
     let rgb = tiny_model(3, 2);
     let models = ModelSet::single(&rgb).unwrap();
     let small = synthetic(20, 20, 3, Content::Flat, 1);
-    let large = synthetic(128, 128, 3, Content::Flat, 1);
+    // 32 x 32 tiles of 8 pixels: exactly one lane's worth.
+    let full = synthetic(256, 256, 3, Content::Flat, 1);
+    // 32 x 33 tiles: a second lane begins.
+    let large = synthetic(256, 264, 3, Content::Flat, 1);
+    assert_eq!(tfc_codec::TILES_PER_LANE, 1024);
     assert_eq!(tfc_codec::lanes_for(&models, &[small], 4).unwrap(), 1);
-    // 16 x 16 tiles of 8 pixels: 256 tiles, 2 lanes allowed, 4 asked.
-    assert_eq!(tfc_codec::lanes_for(&models, &[large], 4).unwrap(), 2);
+    assert_eq!(tfc_codec::lanes_for(&models, &[full], 4).unwrap(), 1);
+    assert_eq!(
+        tfc_codec::lanes_for(&models, std::slice::from_ref(&large), 4).unwrap(),
+        2
+    );
+    assert_eq!(tfc_codec::lanes_for(&models, &[large], 1).unwrap(), 1);
+}
+
+#[test]
+fn first_tile_of_each_lane_is_stored_raw() {
+    let rgb = tiny_model(3, 2);
+    let models = ModelSet::single(&rgb).unwrap();
+    // Two 8x8 tiles on two lanes: one raw tile per lane, 192 values each.
+    let img = synthetic(16, 8, 3, Content::Noise, 4);
+    let file = round_trip(
+        &models,
+        std::slice::from_ref(&img),
+        CodingParams {
+            m: 3,
+            lanes: 2,
+            orientations: 8,
+        },
+    );
+    let info = tfc_codec::inspect(&file).unwrap();
+    let raw_bits = 2 * 192 * 8;
+    let payload = info.payload_bytes * 8;
+    // Each lane adds at most the coder's final state (two words).
+    assert!(
+        (raw_bits..=raw_bits + 2 * 64).contains(&payload),
+        "payload {payload} bits for {raw_bits} raw bits"
+    );
 }
