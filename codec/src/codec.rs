@@ -267,9 +267,10 @@ fn encode_lane<'j>(
 /// orientations leaves the stack smallest, and returns that orientation.
 ///
 /// Each try runs on a copy of only the top of the stack: encoding a tile
-/// pops at most `m + 23` bits per value and block (sub-pixels and scale
-/// remainders, `R <= 2^22`), so a copy of that many words behaves exactly
-/// like the whole stack, and the winner's copy is spliced back on.
+/// pops at most `m` bits per value for the sub-pixels plus, per value and
+/// block, the bits of one scale remainder below `R <= R_MAX`, so a copy of
+/// that many words behaves exactly like the whole stack, and the winner's
+/// copy is spliced back on.
 fn encode_oriented(
     coder: &TileCoder<'_>,
     geo: &TileGeometry,
@@ -283,7 +284,8 @@ fn encode_oriented(
     }
     use constriction::stream::Code;
     let cfg = coder.config();
-    let bound = cfg.dims() * (coder.m() as usize + 23 * cfg.blocks) / 32 + 256;
+    let r_bits = crate::lattice::R_MAX.ilog2() as usize + 1;
+    let bound = cfg.dims() * (coder.m() as usize + r_bits * cfg.blocks) / 32 + 256;
     let len = stack.bulk().len();
     let keep = len.saturating_sub(bound);
     let top = &stack.bulk()[keep..];

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! magic        8  89 'T' 'F' 'C' 0D 0A 1A 0A
-//! version      u16 (1)
+//! version      u16 (2)
 //! m            u8   sub-pixel bits
 //! lanes        u16  independent stacks
 //! model count  u8   then per model:
@@ -14,6 +14,10 @@
 //! header check [4]  SHA-256 prefix of everything above
 //! payload      the lanes' u32 words, lane after lane
 //! ```
+//!
+//! Version 2 changed the payload, not the header: each lane's first tile
+//! is raw bytes, every other tile carries a 3-bit orientation, and the
+//! last block's latents are interleaved with its tokens (see `tile.rs`).
 //!
 //! Every size is checked against [`Limits`] and against the input length
 //! before anything is allocated from it.
@@ -230,7 +234,7 @@ fn parse_fields(bytes: &[u8], lim: &Limits) -> Result<(Header, usize)> {
     let version = r.u16()?;
     if version != VERSION {
         return Err(CodecError::Unsupported(format!(
-            "tfc format version {version}"
+            "tfc format version {version} (this build reads version {VERSION})"
         )));
     }
     let m = r.u8()?;
