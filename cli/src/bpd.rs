@@ -83,6 +83,14 @@ pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
         lanes: a.lanes,
         orientations: a.orientations,
     };
+    // Codes like `tfc compress`: as many lanes as `lanes_for` allows.
+    let code = |set: &ModelSet<'_>, images: &[Image]| -> Result<CodedStats> {
+        let params = CodingParams {
+            lanes: tfc_codec::lanes_for(set, images, a.lanes)?,
+            ..params
+        };
+        Ok(coded_bits(set, images, &params)?)
+    };
     let mut coded_stats: Vec<CodedStats> = Vec::new();
     let arch = &model.config.arch;
     let opts = FolderOptions {
@@ -126,12 +134,7 @@ pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
         let bpd = bpd.tiles;
         all_tiles += tiles.len();
         if let Some(set) = set.as_ref().filter(|_| !a.one_file) {
-            let image = [to_image(img)?];
-            let params = CodingParams {
-                lanes: tfc_codec::lanes_for(set, &image, a.lanes)?,
-                ..params
-            };
-            let stats = coded_bits(set, &image, &params);
+            let stats = code(set, &[to_image(img)?]);
             coded_stats.push(stats.with_context(|| format!("coding image {i}"))?);
         }
         per_image.push((
@@ -147,11 +150,7 @@ pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
             .iter()
             .map(to_image)
             .collect::<Result<Vec<_>>>()?;
-        let params = CodingParams {
-            lanes: tfc_codec::lanes_for(set, &images, a.lanes)?,
-            ..params
-        };
-        coded_stats.push(coded_bits(set, &images, &params)?);
+        coded_stats.push(code(set, &images)?);
     }
     anyhow::ensure!(
         all_tiles > 0,
