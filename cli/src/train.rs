@@ -88,6 +88,16 @@ pub struct TrainArgs {
     /// Attention head dimension.
     #[arg(long)]
     head_dim: Option<usize>,
+    /// Intra-token prediction: each block also predicts every value of a
+    /// token linearly from the values before it in the token. With
+    /// --resume, adds it to a model that lacks it (starting at zero, so
+    /// the resumed model is unchanged at first).
+    #[arg(long)]
+    intra: bool,
+    /// Learning-rate multiplier of the intra-token matrices (with
+    /// --resume, replaces the checkpoint's).
+    #[arg(long)]
+    intra_lr_scale: Option<f64>,
     /// Validate every N steps (0: never).
     #[arg(long)]
     val_every: Option<u64>,
@@ -144,6 +154,7 @@ fn build_trainer(a: &TrainArgs, files: &RunFiles, dev: &Device) -> Result<Traine
     arch.blocks = a.blocks.unwrap_or(arch.blocks);
     arch.layers = a.layers.unwrap_or(arch.layers);
     arch.head_dim = a.head_dim.unwrap_or(arch.head_dim.min(arch.hidden));
+    arch.intra |= a.intra;
     if let Some(n) = &a.noise {
         config.noise = parse_noise(n)?;
     }
@@ -157,6 +168,7 @@ fn build_trainer(a: &TrainArgs, files: &RunFiles, dev: &Device) -> Result<Traine
     o.seed = a.seed.unwrap_or(o.seed);
     o.val_every = a.val_every.unwrap_or(o.val_every);
     o.ckpt_every = a.ckpt_every.unwrap_or(o.ckpt_every);
+    o.intra_lr_scale = a.intra_lr_scale.unwrap_or(o.intra_lr_scale);
     if let Some(e) = a.ema {
         o.ema = (e > 0.0).then_some(e);
     }
@@ -208,10 +220,13 @@ fn build_trainer(a: &TrainArgs, files: &RunFiles, dev: &Device) -> Result<Traine
     if a.resume {
         let steps = a.steps;
         let data = train.description.clone();
-        let mut tr = Trainer::resume(&files.ckpt, steps, train, val, dev)
+        let mut tr = Trainer::resume(&files.ckpt, steps, a.intra, train, val, dev)
             .with_context(|| format!("resuming from {}", files.ckpt.display()))?;
         if a.ema == Some(0.0) {
             tr.disable_ema();
+        }
+        if let Some(s) = a.intra_lr_scale {
+            tr.set_intra_lr_scale(s);
         }
         // A resumed run may add sources; the model file records what it saw.
         if !tr.model.config.train.data.contains(&data) {

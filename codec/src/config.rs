@@ -35,6 +35,21 @@ pub struct FlowConfig {
     /// Number of classes for class conditioning; 0 for unconditional.
     #[serde(default)]
     pub classes: usize,
+    /// Intra-token prediction: after its affine step, each block also
+    /// subtracts from every scaled value `(x - mu) exp(-a)` of a token a
+    /// learned linear function of the scaled values before it in the same
+    /// token (channel-major order): `z = (I - L) s` with `L` a strictly
+    /// lower-triangular `D x D` matrix per block, stored as
+    /// `blocks.{t}.intra`. The log-det is unchanged and the block stays
+    /// autoregressive, now over values as well as tokens. Off in files
+    /// that predate it, and left out of the JSON when off, so that files
+    /// of models without it keep their bytes (and identity).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub intra: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_mlp_ratio() -> usize {
@@ -59,6 +74,7 @@ impl FlowConfig {
             head_dim: 64,
             mlp_ratio: 4,
             classes: 0,
+            intra: false,
         }
     }
 
@@ -75,6 +91,7 @@ impl FlowConfig {
             head_dim: 8,
             mlp_ratio: 2,
             classes: 0,
+            intra: false,
         }
     }
 
@@ -178,6 +195,9 @@ impl FlowConfig {
             }
             v.push((b("proj_out.weight"), vec![2 * d, w]));
             v.push((b("proj_out.bias"), vec![2 * d]));
+            if self.intra {
+                v.push((b("intra"), vec![d, d]));
+            }
         }
         v
     }

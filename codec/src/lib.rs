@@ -12,7 +12,7 @@
 //!
 //! let cfg = FlowConfig {
 //!     channels: 3, image_size: 4, patch: 2, hidden: 8, blocks: 2, layers: 1,
-//!     head_dim: 4, mlp_ratio: 2, classes: 0,
+//!     head_dim: 4, mlp_ratio: 2, classes: 0, intra: false,
 //! };
 //! let model = ModelFile::from_bytes(&tfc_codec::model_file::random_model_bytes(&cfg, 1, 0.05))?;
 //! let models = ModelSet::single(&model)?;

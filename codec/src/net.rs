@@ -268,6 +268,9 @@ pub struct Block {
     class_mean: Option<Vec<f32>>,
     layers: Vec<Layer>,
     proj_out: Linear,
+    /// Strictly lower-triangular intra-token prediction, `D x D` row-major
+    /// (only the part below the diagonal is read), if the model has one.
+    intra: Option<Vec<f32>>,
 }
 
 /// The whole coding network of a model file.
@@ -392,6 +395,11 @@ impl Network {
                 class_mean,
                 layers,
                 proj_out: lin("proj_out", 2 * d, w)?,
+                intra: if cfg.intra {
+                    Some(get(t, &format!("{p}.intra"))?.to_vec())
+                } else {
+                    None
+                },
             });
         }
         Ok(Self {
@@ -408,6 +416,30 @@ impl Network {
     /// Raster position of the `i`-th token that block `t` reads.
     pub fn raster_pos(&self, t: usize, i: usize) -> usize {
         raster_pos(t, i, self.cfg.tokens())
+    }
+
+    /// Whether the blocks predict values within a token
+    /// ([`FlowConfig::intra`]).
+    pub fn has_intra(&self) -> bool {
+        self.cfg.intra
+    }
+
+    /// The intra-token prediction of value `k` of a token in block `t` from
+    /// its scaled values `0..k` (model space, `(y - mu) exp(-a)` before the
+    /// intra step), `prev.len() >= k`: the sum of
+    /// `intra[k][j] * prev[j]` over `j` ascending, one rounding per product
+    /// and per addition (no fused multiply-add), 0 for a model without it.
+    pub fn intra_shift(&self, t: usize, k: usize, prev: &[f32]) -> f32 {
+        let Some(m) = &self.blocks[t].intra else {
+            return 0.0;
+        };
+        let d = self.cfg.token_dim();
+        let row = &m[k * d..k * d + k];
+        let mut acc = 0f32;
+        for (w, x) in row.iter().zip(&prev[..k]) {
+            acc += w * x;
+        }
+        acc
     }
 
     /// Block `t` on a whole sequence: `x` holds `rows` tokens in the

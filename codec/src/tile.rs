@@ -4,10 +4,14 @@
 //! Decoder order (the encoder does the exact inverse, backwards):
 //! 1. for blocks `T-1` down to 0, for tokens `1..N` in the block's reading
 //!    order, for each value: pop `r_e`, `v = S Z + r_e`, `Y' = v div R`,
-//!    push `r_d = v mod R`, `Y = Y' + round(mu / delta)`. Token 0 of a
-//!    block has `a = mu = 0` and passes unchanged. In the last block
+//!    push `r_d = v mod R`, `Y = Y' + round(mu / delta)`. A model with
+//!    intra-token prediction first undoes, in value order, its shift of
+//!    the token's scaled values: `Z_k = Z'_k + round(q_k / delta)`, with
+//!    `q_k` the prediction from `Z_0..Z_{k-1}`. Token 0 of a block has
+//!    `a = mu = 0` and only that intra step, if any. In the last block
 //!    (`T-1`, the first decoded) each final latent `Z` is popped under the
-//!    prior just before it is used, token 0's before the loop;
+//!    prior just before it is used (with intra prediction, a token's at
+//!    once), token 0's before the loop;
 //! 2. split `Y` into the pixel `x = (Y >> m) + 128` and push the sub-pixel
 //!    `U = Y mod 2^m`.
 //!
@@ -69,6 +73,41 @@ impl<'a> TileCoder<'a> {
         }
     }
 
+    /// Intra-token shift of value `k` of a token in block `t`: the
+    /// prediction from the token's scaled values `0..k` (model space,
+    /// before their own intra shift).
+    fn intra_shift(&self, t: usize, prev: &[f32], k: usize) -> i64 {
+        self.lat.shift(self.net.intra_shift(t, k, prev))
+    }
+
+    /// Encoder side of the intra-token step on one token's scaled values:
+    /// `Z'_k = Z_k - round(q_k(Z_0..Z_{k-1}) / delta)`.
+    fn intra_forward(&self, t: usize, z: &mut [i64]) -> Result<()> {
+        let prev = self.model_values(z);
+        for (k, v) in z.iter_mut().enumerate() {
+            *v = checked_latent(*v - self.intra_shift(t, &prev, k))?;
+        }
+        Ok(())
+    }
+
+    /// Decoder side, in value order: `Z_k = Z'_k + round(q_k / delta)`.
+    fn intra_inverse(&self, t: usize, z: &mut [i64]) -> Result<()> {
+        let mut prev = vec![0f32; z.len()];
+        for k in 0..z.len() {
+            let v = z[k] + self.intra_shift(t, &prev, k);
+            if v.abs() > LIMIT {
+                return Err(corrupt("decoded value out of range"));
+            }
+            z[k] = v;
+            prev[k] = self.lat.to_model(v);
+        }
+        Ok(())
+    }
+
+    fn model_values(&self, y: &[i64]) -> Vec<f32> {
+        y.iter().map(|&v| self.lat.to_model(v)).collect()
+    }
+
     /// Encodes one tile given as `N x D` pixel values in token order.
     pub fn encode(&self, stack: &mut Stack, tokens: &[u8]) -> Result<()> {
         let cfg = self.net.config();
@@ -109,6 +148,7 @@ impl<'a> TileCoder<'a> {
         let last = t + 1 == cfg.blocks;
         if n >= 2 {
             let out = self.net.block_forward(t, &self.block_input(t, y, n - 1));
+            let intra = self.net.has_intra();
             for i in (1..n).rev() {
                 let row = &out[(i - 1) * 2 * d..i * 2 * d];
                 let r = self.net.raster_pos(t, i);
@@ -116,14 +156,27 @@ impl<'a> TileCoder<'a> {
                     let p = self.params(row, d, k);
                     let z = scale_forward(stack, y[r * d + k], p)?;
                     y[r * d + k] = z;
-                    if last {
+                    if last && !intra {
                         push_prior(stack, self.lat, z)?;
+                    }
+                }
+                if intra {
+                    // The intra step needs the whole token, so the last
+                    // block pushes the token's latents after it.
+                    self.intra_forward(t, &mut y[r * d..(r + 1) * d])?;
+                    if last {
+                        for k in (0..d).rev() {
+                            push_prior(stack, self.lat, y[r * d + k])?;
+                        }
                     }
                 }
             }
         }
+        let r = self.net.raster_pos(t, 0);
+        if self.net.has_intra() {
+            self.intra_forward(t, &mut y[r * d..(r + 1) * d])?;
+        }
         if last {
-            let r = self.net.raster_pos(t, 0);
             for k in (0..d).rev() {
                 push_prior(stack, self.lat, y[r * d + k])?;
             }
@@ -161,12 +214,18 @@ impl<'a> TileCoder<'a> {
         let cfg = self.net.config();
         let (n, d) = (cfg.tokens(), cfg.token_dim());
         let last = t + 1 == cfg.blocks;
+        let r0 = self.net.raster_pos(t, 0);
         if last {
-            let r = self.net.raster_pos(t, 0);
             for (s, y) in stacks.iter_mut().zip(ys.iter_mut()) {
-                for v in &mut y[r * d..(r + 1) * d] {
+                for v in &mut y[r0 * d..(r0 + 1) * d] {
                     *v = pop_prior(s, self.lat)?;
                 }
+            }
+        }
+        let intra = self.net.has_intra();
+        if intra {
+            for y in ys.iter_mut() {
+                self.intra_inverse(t, &mut y[r0 * d..(r0 + 1) * d])?;
             }
         }
         let mut caches = vec![KvCache::new(cfg.layers); stacks.len()];
@@ -183,14 +242,23 @@ impl<'a> TileCoder<'a> {
             let out = self.net.block_step(t, i - 1, &x, &mut caches);
             let r = self.net.raster_pos(t, i);
             for ((s, y), row) in stacks.iter_mut().zip(ys.iter_mut()).zip(out.chunks(2 * d)) {
-                for k in 0..d {
+                let token = &mut y[r * d..(r + 1) * d];
+                if intra {
+                    if last {
+                        for v in token.iter_mut() {
+                            *v = pop_prior(s, self.lat)?;
+                        }
+                    }
+                    self.intra_inverse(t, token)?;
+                }
+                for (k, v) in token.iter_mut().enumerate() {
                     let p = self.params(row, d, k);
-                    let z = if last {
+                    let z = if last && !intra {
                         pop_prior(s, self.lat)?
                     } else {
-                        y[r * d + k]
+                        *v
                     };
-                    y[r * d + k] = scale_inverse(s, z, p)?;
+                    *v = scale_inverse(s, z, p)?;
                 }
             }
         }
@@ -233,6 +301,16 @@ fn scale_forward(stack: &mut Stack, y: i64, p: Params) -> Result<i64> {
         ));
     }
     Ok(z as i64)
+}
+
+/// A latent checked against the range the decoder accepts.
+fn checked_latent(z: i64) -> Result<i64> {
+    if z.abs() > LIMIT {
+        return Err(CodecError::Numeric(
+            "latent grew out of range; the model diverges".into(),
+        ));
+    }
+    Ok(z)
 }
 
 /// Decoder side: pop `r_e < S`, `v = S Z + r_e`, push `v mod R`, return

@@ -22,6 +22,7 @@ fn configs() -> Vec<FlowConfig> {
             head_dim: 8,
             layers: 2,
             classes: 5,
+            intra: false,
             ..base.clone()
         },
         FlowConfig {

@@ -214,3 +214,34 @@ fn first_tile_of_each_lane_is_stored_raw() {
         "payload {payload} bits for {raw_bits} raw bits"
     );
 }
+
+#[test]
+fn intra_token_models_round_trip() {
+    use tfc_codec::config::FlowConfig;
+    use tfc_codec::model_file::random_model_bytes;
+    use tfc_codec::ModelFile;
+    let model = |c: usize, seed: u64| {
+        let cfg = FlowConfig {
+            intra: true,
+            ..FlowConfig::tiny(c)
+        };
+        ModelFile::from_bytes(&random_model_bytes(&cfg, seed, 0.05)).unwrap()
+    };
+    let (gray, rgb) = (model(1, 11), model(3, 12));
+    let models = ModelSet::new(&[&gray, &rgb]).unwrap();
+    for (i, content) in [Content::Gradient, Content::Noise].into_iter().enumerate() {
+        for c in [1u8, 3] {
+            let img = synthetic(19, 13, c, content, 30 + i as u64);
+            for (orientations, lanes) in [(1, 1), (8, 2)] {
+                let params = CodingParams {
+                    orientations,
+                    lanes,
+                    ..CodingParams::default()
+                };
+                round_trip(&models, std::slice::from_ref(&img), params);
+            }
+        }
+    }
+    let crop = kodak_crop();
+    round_trip(&models, &[crop], CodingParams::default());
+}

@@ -37,6 +37,10 @@ pub struct FlowBlock {
     class_embed: Option<Tensor>,
     layers: Vec<Layer>,
     proj_out: Linear,
+    /// Intra-token prediction weights `(D, D)`, used below the diagonal.
+    intra: Option<Tensor>,
+    /// Strictly lower-triangular 0/1 mask of `intra`.
+    intra_mask: Option<Tensor>,
     reversed: bool,
     token_dim: usize,
 }
@@ -59,12 +63,25 @@ impl FlowBlock {
         let layers = (0..cfg.layers)
             .map(|k| Layer::new(vb.pp(format!("layers.{k}")), w, cfg.head_dim, cfg.mlp_ratio))
             .collect::<Result<_>>()?;
+        let (intra, intra_mask) = if cfg.intra {
+            let mask: Vec<f32> = (0..d * d)
+                .map(|e| ((e % d) < (e / d)) as u8 as f32)
+                .collect();
+            (
+                Some(vb.get_with_hints((d, d), "intra", Init::Const(0.0))?),
+                Some(Tensor::from_vec(mask, (d, d), vb.device())?),
+            )
+        } else {
+            (None, None)
+        };
         Ok(Self {
             proj_in: Linear::new(vb.pp("proj_in"), d, w)?,
             pos_embed: vb.get_with_hints((n, w), "pos_embed", small)?,
             class_embed,
             layers,
             proj_out: Linear::zeros(vb.pp("proj_out"), w, 2 * d)?,
+            intra,
+            intra_mask,
             reversed: FlowConfig::block_reversed(t),
             token_dim: d,
         })
@@ -128,6 +145,37 @@ impl FlowBlock {
         self.proj_out.forward(&h)
     }
 
+    /// The effective intra-token matrix `L` (strictly lower-triangular), if
+    /// the block has one.
+    fn intra_matrix(&self) -> Result<Option<Tensor>> {
+        match (&self.intra, &self.intra_mask) {
+            (Some(w), Some(m)) => Ok(Some(w.mul(m)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The intra-token step on scaled values `s = (x - mu) exp(-a)`:
+    /// `z = s - L s` per token (over the last dimension), a volume-preserving
+    /// map that removes what the earlier values of a token predict of the
+    /// later ones.
+    fn intra_forward(&self, s: Tensor) -> Result<Tensor> {
+        match self.intra_matrix()? {
+            Some(l) => s.broadcast_sub(&s.broadcast_matmul(&l.t()?)?),
+            None => Ok(s),
+        }
+    }
+
+    /// Inverts one token given its latent, log-scale and shift, all
+    /// `(B, D)`: `x = (I - L)^-1 z exp(a) + mu`, the same as solving value
+    /// by value.
+    pub fn invert_token(&self, z: &Tensor, a: &Tensor, mu: &Tensor) -> Result<Tensor> {
+        let s = match self.intra_matrix()? {
+            None => z.clone(),
+            Some(l) => z.matmul(&unit_lower_inverse(&l)?.t()?)?,
+        };
+        s.mul(&a.exp()?)? + mu
+    }
+
     /// Data-to-noise direction. `x`: `(B, N, D)` raster order. Returns the
     /// output in raster order and the log-determinant per item `(B,)`.
     pub fn forward(&self, x: &Tensor, labels: Option<&Labels>) -> Result<(Tensor, Tensor)> {
@@ -146,7 +194,7 @@ impl FlowBlock {
         let out = out.narrow(1, 0, n - 1)?.pad_with_zeros(1, 1, 0)?;
         let a = out.narrow(D::Minus1, 0, self.token_dim)?;
         let mu = out.narrow(D::Minus1, self.token_dim, self.token_dim)?;
-        let z = (xp - mu)?.mul(&a.neg()?.exp()?)?;
+        let z = self.intra_forward((xp - mu)?.mul(&a.neg()?.exp()?)?)?;
         Ok((self.permute(&z)?, self.permute(&a)?))
     }
 
@@ -186,9 +234,11 @@ impl FlowBlock {
     /// Reference inverse without a cache: recomputes the whole prefix for
     /// each token. `z`: `(B, N, D)` raster order; returns raster order.
     pub fn reverse_naive(&self, z: &Tensor, labels: Option<&Labels>) -> Result<Tensor> {
-        let (b, n, _) = z.dims3()?;
+        let (b, n, d) = z.dims3()?;
         let zp = self.permute(z)?;
-        let mut xs: Vec<Tensor> = vec![zp.narrow(1, 0, 1)?];
+        let zero = Tensor::zeros((b, d), DType::F32, z.device())?;
+        let z0 = zp.narrow(1, 0, 1)?.squeeze(1)?;
+        let mut xs: Vec<Tensor> = vec![self.invert_token(&z0, &zero, &zero)?.unsqueeze(1)?];
         let pos = self.pos_in_order()?;
         let class = self.class_term(labels, b)?;
         for i in 0..n - 1 {
@@ -200,14 +250,36 @@ impl FlowBlock {
                 1.0,
                 None,
             )?;
-            let last = out.narrow(1, i, 1)?;
+            let last = out.narrow(1, i, 1)?.squeeze(1)?;
             let a = last.narrow(D::Minus1, 0, self.token_dim)?;
             let mu = last.narrow(D::Minus1, self.token_dim, self.token_dim)?;
-            let zi = zp.narrow(1, i + 1, 1)?;
-            xs.push((zi.mul(&a.exp()?)? + mu)?);
+            let zi = zp.narrow(1, i + 1, 1)?.squeeze(1)?;
+            xs.push(self.invert_token(&zi, &a, &mu)?.unsqueeze(1)?);
         }
         self.permute(&Tensor::cat(&xs, 1)?)
     }
+}
+
+/// `(I - L)^-1` of a strictly lower-triangular `L` `(D, D)`, by forward
+/// substitution in f64 on the host (`D` is a token's size, small).
+fn unit_lower_inverse(l: &Tensor) -> Result<Tensor> {
+    let d = l.dim(0)?;
+    let lv: Vec<f32> = l.flatten_all()?.to_vec1()?;
+    // Row i of the inverse: e_i + sum_{j<i} L[i][j] * row j of the inverse.
+    let mut inv = vec![0f64; d * d];
+    for i in 0..d {
+        inv[i * d + i] = 1.0;
+        for j in 0..i {
+            let c = lv[i * d + j] as f64;
+            if c != 0.0 {
+                for k in 0..=j {
+                    inv[i * d + k] += c * inv[j * d + k];
+                }
+            }
+        }
+    }
+    let v: Vec<f32> = inv.into_iter().map(|x| x as f32).collect();
+    Tensor::from_vec(v, (d, d), l.device())
 }
 
 /// The whole flow.

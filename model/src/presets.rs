@@ -43,6 +43,7 @@ fn arch(
         head_dim: 64.min(hidden),
         mlp_ratio: 4,
         classes: 0,
+        intra: false,
     }
 }
 
@@ -61,6 +62,7 @@ fn options(steps: u64, batch: usize, lr: f64, warmup: u64) -> TrainOptions {
         seed: 0,
         val_every: 500,
         ckpt_every: 500,
+        intra_lr_scale: 10.0,
     }
 }
 

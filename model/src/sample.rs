@@ -76,7 +76,9 @@ fn reverse_block(
 ) -> Result<Tensor> {
     let n = z.dim(1)?;
     let zp = block.permute(z)?;
-    let mut xs = vec![zp.narrow(1, 0, 1)?.squeeze(1)?];
+    let z0 = zp.narrow(1, 0, 1)?.squeeze(1)?;
+    let zero = z0.zeros_like()?;
+    let mut xs = vec![block.invert_token(&z0, &zero, &zero)?];
     let mut cond = new_caches(block);
     let mut guide = new_caches(block);
     for i in 0..n - 1 {
@@ -88,7 +90,7 @@ fn reverse_block(
             mu = (&mu + ((&mu - gmu)? * w)?)?;
         }
         let zi = zp.narrow(1, i + 1, 1)?.squeeze(1)?;
-        xs.push((zi.mul(&a.exp()?)? + mu)?);
+        xs.push(block.invert_token(&zi, &a, &mu)?);
     }
     Ok(block.permute(&Tensor::stack(&xs, 1)?)?)
 }

@@ -47,6 +47,21 @@ pub struct TrainOptions {
     pub val_every: u64,
     /// Checkpoint every this many steps (0: only at the end).
     pub ckpt_every: u64,
+    /// Learning-rate multiplier of the intra-token matrices, which are
+    /// exempt from weight decay: their entries must travel from 0 to
+    /// values near 1 (a colour predicted from another), far beyond what
+    /// the transformer's weights move.
+    #[serde(default = "default_intra_lr_scale")]
+    pub intra_lr_scale: f64,
+}
+
+fn default_intra_lr_scale() -> f64 {
+    10.0
+}
+
+/// Whether a variable is an intra-token matrix ([`TrainOptions::intra_lr_scale`]).
+fn is_intra(name: &str) -> bool {
+    name.ends_with(".intra")
 }
 
 impl TrainOptions {
@@ -71,6 +86,7 @@ pub struct AdamW {
     t: u64,
     betas: (f64, f64),
     weight_decay: f64,
+    intra_lr_scale: f64,
 }
 
 /// Flattens a tensor into a vector of f32.
@@ -80,7 +96,12 @@ fn flat(t: &Tensor) -> Result<Vec<f32>> {
 
 impl AdamW {
     /// Optimizer over named variables (sorted by name for a stable order).
-    pub fn new(mut vars: Vec<(String, Var)>, betas: (f64, f64), weight_decay: f64) -> Result<Self> {
+    pub fn new(
+        mut vars: Vec<(String, Var)>,
+        betas: (f64, f64),
+        weight_decay: f64,
+        intra_lr_scale: f64,
+    ) -> Result<Self> {
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let zeros: Vec<Vec<f32>> = vars
             .iter()
@@ -93,6 +114,7 @@ impl AdamW {
             t: 0,
             betas,
             weight_decay,
+            intra_lr_scale,
         })
     }
 
@@ -113,11 +135,15 @@ impl AdamW {
         let (b1, b2) = (self.betas.0 as f32, self.betas.1 as f32);
         let c1 = 1.0 - self.betas.0.powi(self.t as i32) as f32;
         let c2 = 1.0 - self.betas.1.powi(self.t as i32) as f32;
-        let (lr32, scale) = (lr as f32, scale as f32);
-        let decay = 1.0 - (lr * self.weight_decay) as f32;
-        for (i, (_, var)) in self.vars.iter().enumerate() {
+        let scale = scale as f32;
+        for (i, (name, var)) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
+            };
+            let (lr32, decay) = if is_intra(name) {
+                ((lr * self.intra_lr_scale) as f32, 1.0)
+            } else {
+                (lr as f32, 1.0 - (lr * self.weight_decay) as f32)
             };
             let g = flat(g)?;
             let mut p = flat(var.as_tensor())?;
@@ -227,7 +253,12 @@ impl Trainer {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let opt = AdamW::new(vars, options.betas, options.weight_decay)?;
+        let opt = AdamW::new(
+            vars,
+            options.betas,
+            options.weight_decay,
+            options.intra_lr_scale,
+        )?;
         let ema = match options.ema {
             Some(_) => Some(
                 opt.vars
@@ -251,6 +282,12 @@ impl Trainer {
             dev: dev.clone(),
             csv: None,
         })
+    }
+
+    /// Sets [`TrainOptions::intra_lr_scale`] for the steps to come.
+    pub fn set_intra_lr_scale(&mut self, scale: f64) {
+        self.options.intra_lr_scale = scale;
+        self.opt.intra_lr_scale = scale;
     }
 
     /// Stops averaging: from now on the exported weights are the raw ones.
@@ -433,9 +470,13 @@ impl Trainer {
     }
 
     /// Resumes a run from a checkpoint. `steps` may extend the schedule.
+    /// With `add_intra`, a model without intra-token prediction gains it:
+    /// the new matrices start at zero (with zero optimizer moments and
+    /// EMA), so the resumed model computes exactly what the checkpoint did.
     pub fn resume(
         path: &Path,
         steps: Option<u64>,
+        add_intra: bool,
         train: Dataset,
         val: Option<Dataset>,
         dev: &Device,
@@ -451,7 +492,20 @@ impl Trainer {
         if let Some(s) = steps {
             options.steps = s;
         }
-        let model = Model::fresh(m.config, 0, dev)?;
+        let mut config = m.config;
+        let mut tensors = tensors;
+        if add_intra && !config.arch.intra {
+            config.arch.intra = true;
+            for (name, shape) in config.arch.tensor_shapes() {
+                if is_intra(&name) {
+                    let zero = Tensor::zeros(shape, candle_core::DType::F32, dev)?;
+                    for prefix in ["", "adam_m.", "adam_v.", "ema."] {
+                        tensors.insert(format!("{prefix}{name}"), zero.clone());
+                    }
+                }
+            }
+        }
+        let model = Model::fresh(config, 0, dev)?;
         model.set_weights(&tensors, dev)?;
         let mut tr = Self::with_model(model, options, train, val, dev)?;
         let get = |k: String| {

@@ -23,7 +23,19 @@ fn tiny(classes: usize) -> FlowConfig {
         head_dim: 8,
         mlp_ratio: 4,
         classes,
+        intra: false,
     }
+}
+
+/// Both block variants: without and with intra-token prediction.
+fn variants() -> [FlowConfig; 2] {
+    [
+        tiny(0),
+        FlowConfig {
+            intra: true,
+            ..tiny(0)
+        },
+    ]
 }
 
 fn random_model(arch: FlowConfig, seed: u64) -> Model {
@@ -39,7 +51,13 @@ fn randn(shape: &[usize], seed: u64) -> Tensor {
 
 #[test]
 fn each_block_inverse_recovers_its_input() {
-    let model = random_model(tiny(0), 1);
+    for arch in variants() {
+        block_inverse_recovers_its_input(arch);
+    }
+}
+
+fn block_inverse_recovers_its_input(arch: FlowConfig) {
+    let model = random_model(arch, 1);
     let x = randn(&[3, 4, 4], 2);
     for block in model.flow.blocks() {
         let (z, _) = block.forward(&x, None).unwrap();
@@ -57,7 +75,13 @@ fn each_block_inverse_recovers_its_input() {
 
 #[test]
 fn logdet_matches_numerical_jacobian() {
-    let model = random_model(tiny(0), 3);
+    for arch in variants() {
+        logdet_matches_numerical_jacobian_of(arch);
+    }
+}
+
+fn logdet_matches_numerical_jacobian_of(arch: FlowConfig) {
+    let model = random_model(arch, 3);
     let x = randn(&[1, 4, 4], 4);
     let (_, logdet) = model.flow.forward_tokens(&x, None).unwrap();
     let logdet = logdet.to_vec1::<f32>().unwrap()[0] as f64;
@@ -148,6 +172,7 @@ fn quick_options(steps: u64) -> TrainOptions {
         seed: 5,
         val_every: 0,
         ckpt_every: 0,
+        intra_lr_scale: 10.0,
     }
 }
 
@@ -183,12 +208,54 @@ fn resume_continues_exactly() {
         a.train_step().unwrap();
     }
     a.save_checkpoint(&ckpt).unwrap();
-    let mut b = Trainer::resume(&ckpt, None, data, None, &dev).unwrap();
+    let mut b = Trainer::resume(&ckpt, None, false, data, None, &dev).unwrap();
     assert_eq!(b.step, 5);
     for _ in 0..5 {
         let (sa, sb) = (a.train_step().unwrap(), b.train_step().unwrap());
         assert_eq!(sa.loss, sb.loss);
     }
+}
+
+#[test]
+fn adding_intra_on_resume_keeps_the_model_then_trains_it() {
+    let dev = Device::Cpu;
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("run.ckpt");
+    let config = ModelConfig::new(FlowConfig {
+        image_size: 8,
+        ..tiny(0)
+    });
+    let data = handful(4, 8);
+    let mut a = Trainer::new(config, quick_options(12), data.clone(), None, &dev).unwrap();
+    for _ in 0..4 {
+        a.train_step().unwrap();
+    }
+    a.save_checkpoint(&ckpt).unwrap();
+    let mut b = Trainer::resume(&ckpt, None, true, data, None, &dev).unwrap();
+    assert!(b.model.config.arch.intra && !a.model.config.arch.intra);
+    let x = randn(&[2, 1, 8, 8], 9);
+    let la = a.model.flow.nll_per_dim(&x, None).unwrap();
+    let lb = b.model.flow.nll_per_dim(&x, None).unwrap();
+    assert_eq!(
+        common::max_diff(&la, &lb),
+        0.0,
+        "zero intra changes nothing"
+    );
+    let intra = |t: &Trainer| -> f32 {
+        let w = t.model.weights().unwrap();
+        w["blocks.0.intra"]
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    };
+    assert_eq!(intra(&b), 0.0);
+    for _ in 0..3 {
+        b.train_step().unwrap();
+    }
+    assert!(intra(&b) > 0.0, "the intra matrices are trained");
 }
 
 #[test]
@@ -270,5 +337,67 @@ fn per_token_costs_add_up_to_the_nll() {
         let spread =
             p.iter().cloned().fold(f32::MIN, f32::max) - p.iter().cloned().fold(f32::MAX, f32::min);
         assert!(spread > 1e-3, "patches must differ in cost: {p:?}");
+    }
+}
+
+/// The codec codes an image in what the candle model says it costs: the
+/// deterministic network, the intra-token shifts and the lattice implement
+/// the same density. Checked with and without intra-token prediction.
+#[test]
+fn coded_size_matches_the_model_nll() {
+    use tfc_codec::{coded_bits, CodingParams, Image, ModelFile, ModelSet};
+    let dev = Device::Cpu;
+    let (side, tile) = (32usize, 8usize);
+    let mut rng = StdRng::seed_from_u64(21);
+    // A smooth ramp with noise: far from what a random model expects, but
+    // costs stay finite.
+    let px: Vec<u8> = (0..side * side)
+        .map(|i| ((i % side) * 6 + (i / side) * 2 + rng.random_range(0..24)) as u8)
+        .collect();
+    let tiles: Vec<Vec<u8>> = (0..side / tile)
+        .flat_map(|ty| (0..side / tile).map(move |tx| (ty, tx)))
+        .map(|(ty, tx)| {
+            (0..tile * tile)
+                .map(|e| px[(ty * tile + e / tile) * side + tx * tile + e % tile])
+                .collect()
+        })
+        .collect();
+    for arch in variants() {
+        let arch = FlowConfig {
+            image_size: tile,
+            ..arch
+        };
+        let intra = arch.intra;
+        let model = common::random_model(arch, 5, 0.05);
+        // Intra-token weights as large as trained ones get.
+        let mut w = model.weights().unwrap();
+        for (name, t) in w.iter_mut().filter(|(n, _)| n.ends_with(".intra")) {
+            let v: Vec<f32> = (0..t.elem_count())
+                .map(|_| rng.random_range(-0.5..0.5))
+                .collect();
+            *t = Tensor::from_vec(v, t.shape(), &dev).unwrap();
+            assert!(name.starts_with("blocks."));
+        }
+        model.set_weights(&w, &dev).unwrap();
+        let nll = tfc_model::train::tile_bpd(&model.flow, &tiles, &[], 4, 16, 1, &dev).unwrap();
+        let nll = nll.tiles.iter().sum::<f64>() / tiles.len() as f64;
+        let file = ModelFile::from_bytes(&model.to_bytes(WeightDtype::F32).unwrap()).unwrap();
+        let models = ModelSet::single(&file).unwrap();
+        let img = Image::new(side as u32, side as u32, 1, px.clone()).unwrap();
+        let params = CodingParams {
+            lanes: 1,
+            orientations: 1,
+            ..CodingParams::default()
+        };
+        let s = coded_bits(&models, &[img], &params).unwrap();
+        // Payload less the lane's start-up and the 3-bit orientation field
+        // of each tile.
+        let flow_bits = s.payload_bits as f64 - s.startup_bits as f64 - 3.0 * tiles.len() as f64;
+        let coded = flow_bits / (side * side) as f64;
+        assert!(
+            (coded - nll).abs() < 0.03 * nll,
+            "intra {intra}: coded {coded:.4} vs nll {nll:.4} bpd"
+        );
+        eprintln!("intra {intra}: coded {coded:.4} vs nll {nll:.4} bpd");
     }
 }

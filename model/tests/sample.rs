@@ -20,6 +20,9 @@ fn model(classes: usize, seed: u64) -> Model {
         head_dim: 8,
         mlp_ratio: 4,
         classes,
+        // The unconditional models also predict within tokens, so both
+        // block variants are sampled.
+        intra: classes == 0,
     };
     common::random_model(arch, seed, 0.1)
 }

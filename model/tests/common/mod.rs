@@ -6,8 +6,8 @@ use rand::{Rng, SeedableRng};
 use tfc_model::config::{FlowConfig, ModelConfig};
 use tfc_model::file::Model;
 
-/// A fresh model whose zero-initialised output layers (and class
-/// embeddings) are replaced by uniform values in `+-scale`, so that every
+/// A fresh model whose zero-initialised output layers (class embeddings
+/// and intra-token matrices) are replaced by uniform values in `+-scale`, so that every
 /// block really transforms its input.
 pub fn random_model(arch: FlowConfig, seed: u64, scale: f32) -> Model {
     let dev = Device::Cpu;
@@ -18,7 +18,7 @@ pub fn random_model(arch: FlowConfig, seed: u64, scale: f32) -> Model {
     names.sort();
     for name in names
         .iter()
-        .filter(|n| n.contains("proj_out") || n.contains("class_embed"))
+        .filter(|n| n.contains("proj_out") || n.contains("class_embed") || n.ends_with(".intra"))
     {
         let t = &w[name];
         let v: Vec<f32> = (0..t.elem_count())
