@@ -168,7 +168,7 @@ pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
     let header: u64 = coded_stats.iter().map(|c| c.header_bits).sum();
     let coded_bpd = (!coded_stats.is_empty()).then(|| total as f64 / dims as f64);
     let payload_bpd = (!coded_stats.is_empty()).then(|| (total - header) as f64 / dims as f64);
-    let startup: u64 = coded_stats.iter().map(|c| c.startup_bits).sum();
+    let startup: i64 = coded_stats.iter().map(|c| c.startup_bits).sum();
     let startup_bpd = (!coded_stats.is_empty()).then(|| startup as f64 / dims as f64);
     if a.json {
         let summary = serde_json::json!({

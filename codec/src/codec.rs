@@ -14,8 +14,9 @@ use crate::ans::{self, Stack};
 use crate::error::{corrupt, CodecError, Result};
 use crate::format::{self, Header, ImageEntry, Limits, ModelRef, MAX_LANES, MAX_M};
 use crate::image::{from_planes, plane_count, to_planes, Image, Plane, TileGeometry, ORIENTATIONS};
+use crate::lead;
 use crate::model_file::{hex, ModelFile};
-use crate::tile::{self, TileCoder};
+use crate::tile::TileCoder;
 
 /// Coding parameters chosen by the encoder. `m` and `lanes` are recorded
 /// in the file; `orientations` only steers the encoder's search.
@@ -233,32 +234,50 @@ pub fn encode_images_with(
     Ok(bytes)
 }
 
-/// Codes one lane's tiles in order on `stack`: the first as raw bytes when
-/// `raw_lead` (see [`tile::push_raw`]; the encoder always does this), the
-/// others with the flow, each in its cheapest orientation.
+/// Bits per value of a flow tile, beyond `m`, that a lane's lead tiles
+/// provide before flow coding starts (see [`lead`]): about what the first
+/// flow tile pops before it pushes.
+const LEAD_BITS_PER_VALUE: u64 = 4;
+
+/// Range of the lead-tile count pushed at the end of each lane.
+const LEAD_COUNT_RANGE: u64 = 1 << 16;
+
+/// Codes one lane's tiles in order on `stack`. With `lead` (the encoder
+/// always; see [`lead`]), tiles are coded with the lead model while the
+/// stack holds fewer than `(m + LEAD_BITS_PER_VALUE)` bits per value of
+/// the next tile, and their count is pushed last; the other tiles go
+/// through the flow, each in its cheapest orientation.
 fn encode_lane<'j>(
     models: &ModelSet<'_>,
     planes: &[Vec<Plane>],
     params: &CodingParams,
-    raw_lead: bool,
+    lead: bool,
     lane: impl Iterator<Item = &'j Job>,
     stack: &mut Stack,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<()> {
-    for (i, job) in lane.enumerate() {
+    let mut leading = lead;
+    let mut lead_tiles = 0u64;
+    for job in lane {
         let model = models
             .get(job.model_channels)
             .expect("chosen by the caller");
         let geo = geometry(model);
         let tokens = geo.extract(&planes[job.image][job.plane], job.tx, job.ty);
-        if i == 0 && raw_lead {
-            tile::push_raw(stack, &tokens)?;
+        let need = (params.m as u64 + LEAD_BITS_PER_VALUE) * tokens.len() as u64;
+        leading &= (stack.num_valid_bits() as u64) < need && lead_tiles + 1 < LEAD_COUNT_RANGE;
+        if leading {
+            lead::push_tile(stack, &geo.to_pixels(&tokens), geo.tile, geo.channels)?;
+            lead_tiles += 1;
         } else {
             let coder = TileCoder::new(model.network(), params.m as u32);
             let o = encode_oriented(&coder, &geo, stack, &tokens, params.orientations)?;
             ans::push_uniform(stack, o as u64, ORIENTATIONS as u64)?;
         }
         progress(1);
+    }
+    if lead {
+        ans::push_uniform(stack, lead_tiles, LEAD_COUNT_RANGE)?;
     }
     Ok(())
 }
@@ -436,19 +455,29 @@ fn decode_group(
     group: &mut [Stack],
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<(usize, Vec<u8>)>> {
-    // Each lane decodes its tiles last-encoded first.
+    // Each lane decodes its tiles last-encoded first; its first
+    // `lead[g]` tiles are lead tiles.
     let lists: Vec<Vec<usize>> = (0..group.len())
         .map(|g| (first + g..jobs.len()).step_by(lanes).rev().collect())
         .collect();
+    let mut lead_tiles = Vec::with_capacity(group.len());
+    for (stack, list) in group.iter_mut().zip(&lists) {
+        let n = ans::pop_uniform(stack, LEAD_COUNT_RANGE)? as usize;
+        if n > list.len() {
+            return Err(corrupt("more lead tiles than the lane has"));
+        }
+        lead_tiles.push(n);
+    }
+    let is_lead = |g: usize, s: usize| lists[g].len() - 1 - s < lead_tiles[g];
     let steps = lists.iter().map(Vec::len).max().unwrap_or(0);
     let mut out = Vec::new();
     for s in 0..steps {
-        // A lane's last tile to decode is its raw first one.
-        for (stack, list) in group.iter_mut().zip(&lists) {
-            if s + 1 == list.len() {
+        for (g, (stack, list)) in group.iter_mut().zip(&lists).enumerate() {
+            if s < list.len() && is_lead(g, s) {
                 let j = list[s];
-                let model = models.get(jobs[j].model_channels).expect("resolved");
-                out.push((j, tile::pop_raw(stack, model.network().config().dims())?));
+                let geo = geometry(models.get(jobs[j].model_channels).expect("resolved"));
+                let px = lead::pop_tile(stack, geo.tile, geo.channels)?;
+                out.push((j, geo.from_pixels(&px)));
                 progress(1);
             }
         }
@@ -458,8 +487,8 @@ fn decode_group(
             };
             let mut idx = Vec::new();
             let mut batch: Vec<&mut Stack> = Vec::new();
-            for (stack, list) in group.iter_mut().zip(&lists) {
-                let flow = s + 1 < list.len();
+            for (g, (stack, list)) in group.iter_mut().zip(&lists).enumerate() {
+                let flow = s < list.len() && !is_lead(g, s);
                 if let Some(&j) = list
                     .get(s)
                     .filter(|&&j| flow && jobs[j].model_channels == mc)
@@ -610,10 +639,11 @@ pub struct CodedStats {
     /// Sub-pixel values coded (pixels times channels), the "dimensions".
     pub dims: u64,
     /// Measured one-off start-up cost of the lanes: how many more bits each
-    /// lane's first tiles take on an empty stack (nothing to pop for the
-    /// sub-pixels and, in expanding blocks, for the scale transform) than
-    /// on a stack that already holds data, summed over lanes.
-    pub startup_bits: u64,
+    /// lane's first tiles take on an empty stack (lead tiles first, then
+    /// flow tiles that find little to pop) than flow-coded on a stack that
+    /// already holds data, summed over lanes. Negative where the lead model
+    /// codes those tiles in fewer bits than the flow (a weak model).
+    pub startup_bits: i64,
 }
 
 impl CodedStats {
@@ -628,14 +658,14 @@ const STARTUP_TILES: usize = 4;
 
 /// Start-up cost of the lanes: the size of each lane's first
 /// [`STARTUP_TILES`] tiles coded as the encoder codes them on an empty
-/// stack (the first raw) minus their size when all are flow-coded on a
+/// stack (lead tiles first) minus their size when all are flow-coded on a
 /// stack pre-filled with pseudo-random words, summed over lanes.
 fn startup_bits(
     models: &ModelSet<'_>,
     planes: &[Vec<Plane>],
     geo: &[(usize, usize, u8, u8)],
     params: &CodingParams,
-) -> Result<u64> {
+) -> Result<i64> {
     let jobs = jobs(geo, models)?;
     let lanes = params.lanes as usize;
     let mut total = 0i64;
@@ -652,7 +682,7 @@ fn startup_bits(
         let warm = filled.num_valid_bits() as i64 - before;
         total += empty.num_valid_bits() as i64 - warm;
     }
-    Ok(total.max(0) as u64)
+    Ok(total)
 }
 
 /// Encodes `images` and reports the actual sizes.

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! magic        8  89 'T' 'F' 'C' 0D 0A 1A 0A
-//! version      u16 (2)
+//! version      u16 (3)
 //! m            u8   sub-pixel bits
 //! lanes        u16  independent stacks
 //! model count  u8   then per model:
@@ -18,6 +18,9 @@
 //! Version 2 changed the payload, not the header: each lane's first tile
 //! is raw bytes, every other tile carries a 3-bit orientation, and the
 //! last block's latents are interleaved with its tokens (see `tile.rs`).
+//! Version 3 replaced the raw first tile: each lane starts with lead tiles
+//! coded by a simple predictive model (`lead.rs`), as many as the encoder
+//! chose, and the lane's last push is their count (16 bits, uniform).
 //!
 //! Every size is checked against [`Limits`] and against the input length
 //! before anything is allocated from it.
@@ -30,7 +33,7 @@ use crate::model_file::ModelId;
 /// First bytes of every tfc file.
 pub const MAGIC: [u8; 8] = [0x89, b'T', b'F', b'C', 0x0D, 0x0A, 0x1A, 0x0A];
 /// Current container version.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Largest sub-pixel precision accepted.
 pub const MAX_M: u8 = 12;
 /// Largest lane count accepted.

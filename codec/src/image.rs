@@ -227,12 +227,35 @@ impl TileGeometry {
         self.for_each_local(|e, r, c, ch| f(e, ty * t + r, tx * t + c, ch));
     }
 
+    /// For each value of the tile in pixel order (row-major, channels
+    /// interleaved), its index in token order.
+    fn pixel_order(&self) -> Vec<usize> {
+        let t = self.tile;
+        let mut canonical = vec![0usize; t * t * self.channels];
+        self.for_each_local(|e, r, c, ch| canonical[(r * t + c) * self.channels + ch] = e);
+        canonical
+    }
+
+    /// Tile values in token order rearranged in pixel order (row-major,
+    /// channels interleaved).
+    pub fn to_pixels(&self, tokens: &[u8]) -> Vec<u8> {
+        self.pixel_order().iter().map(|&i| tokens[i]).collect()
+    }
+
+    /// Inverse of [`Self::to_pixels`].
+    pub fn from_pixels(&self, pixels: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; pixels.len()];
+        for (&i, &v) in self.pixel_order().iter().zip(pixels) {
+            out[i] = v;
+        }
+        out
+    }
+
     /// For tile values in token order as seen in orientation `o` (see
     /// [`ORIENTATIONS`]), the index of each in the tile's own token order.
     fn orientation_map(&self, o: u8) -> Vec<usize> {
         let t = self.tile;
-        let mut canonical = vec![0usize; t * t * self.channels];
-        self.for_each_local(|e, r, c, ch| canonical[(r * t + c) * self.channels + ch] = e);
+        let canonical = self.pixel_order();
         let mut map = vec![0usize; canonical.len()];
         self.for_each_local(|e, r, c, ch| {
             let (mut r, mut c) = if o & 4 != 0 { (c, r) } else { (r, c) };

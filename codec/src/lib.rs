@@ -30,6 +30,7 @@ pub mod error;
 pub mod format;
 pub mod image;
 pub mod lattice;
+pub mod lead;
 pub mod model_file;
 pub mod net;
 pub mod reference;

@@ -266,26 +266,6 @@ impl<'a> TileCoder<'a> {
     }
 }
 
-/// Pushes a tile's pixel values as raw bytes, 8 bits each. The first tile
-/// of a lane is coded this way: on an empty stack a flow-coded tile costs
-/// its NLL plus everything it borrows, while raw bytes cost 8 bits a value
-/// and the next tile, which borrows about as much, pops them for free.
-pub fn push_raw(stack: &mut Stack, values: &[u8]) -> Result<()> {
-    for &v in values {
-        ans::push_uniform(stack, v as u64, 256)?;
-    }
-    Ok(())
-}
-
-/// Pops `n` values pushed by [`push_raw`].
-pub fn pop_raw(stack: &mut Stack, n: usize) -> Result<Vec<u8>> {
-    let mut out = vec![0u8; n];
-    for v in out.iter_mut().rev() {
-        *v = ans::pop_uniform(stack, 256)? as u8;
-    }
-    Ok(out)
-}
-
 /// Encoder side of shift and scale: `Y' = Y - shift`, pop `r_d < R`,
 /// `v = R Y' + r_d`, push `v mod S`, return `v div S`.
 fn scale_forward(stack: &mut Stack, y: i64, p: Params) -> Result<i64> {

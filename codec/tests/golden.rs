@@ -58,6 +58,6 @@ fn golden_prior_table() {
     assert_eq!(digest(&bytes), GOLDEN_PRIOR);
 }
 
-const GOLDEN_RGB: (usize, &str) = (6134, "2da03b54d78d3ed6584b84c13e94ba8e");
-const GOLDEN_SET: (usize, &str) = (1174, "7e291ff48427e597b2b1b24433506174");
+const GOLDEN_RGB: (usize, &str) = (5554, "fe774c5a35ab2d30f1ec587eb6a4aa4c");
+const GOLDEN_SET: (usize, &str) = (554, "4fdd79228b35548edc19f3d37ea21e2d");
 const GOLDEN_PRIOR: &str = "af13e1d0d10659f90d3f852afe155109";

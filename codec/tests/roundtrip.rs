@@ -191,28 +191,40 @@ fn lanes_for_gives_small_images_one_lane() {
 }
 
 #[test]
-fn first_tile_of_each_lane_is_stored_raw() {
+fn a_lone_tile_is_a_lead_tile() {
+    use tfc_codec::ans::{push_uniform, Stack};
     let rgb = tiny_model(3, 2);
     let models = ModelSet::single(&rgb).unwrap();
-    // Two 8x8 tiles on two lanes: one raw tile per lane, 192 values each.
-    let img = synthetic(16, 8, 3, Content::Noise, 4);
-    let file = round_trip(
-        &models,
-        std::slice::from_ref(&img),
-        CodingParams {
-            m: 3,
-            lanes: 2,
-            orientations: 8,
-        },
-    );
-    let info = tfc_codec::inspect(&file).unwrap();
-    let raw_bits = 2 * 192 * 8;
-    let payload = info.payload_bytes * 8;
-    // Each lane adds at most the coder's final state (two words).
-    assert!(
-        (raw_bits..=raw_bits + 2 * 64).contains(&payload),
-        "payload {payload} bits for {raw_bits} raw bits"
-    );
+    // One 8x8 tile: the lane's stack is empty, so it is coded with the
+    // lead model, then the count of lead tiles (1) is pushed.
+    for content in [Content::Gradient, Content::Noise] {
+        let img = synthetic(8, 8, 3, content, 4);
+        let file = round_trip(&models, std::slice::from_ref(&img), CodingParams::default());
+        let mut expect = Stack::new();
+        tfc_codec::lead::push_tile(&mut expect, &img.data, 8, 3).unwrap();
+        push_uniform(&mut expect, 1, 1 << 16).unwrap();
+        let words = expect.into_compressed().unwrap().len();
+        assert_eq!(tfc_codec::inspect(&file).unwrap().payload_bytes, 4 * words);
+    }
+}
+
+#[test]
+fn lanes_start_with_lead_tiles_then_the_flow() {
+    let rgb = tiny_model(3, 2);
+    let models = ModelSet::single(&rgb).unwrap();
+    // Flat tiles cost almost nothing under the lead model, so a lane
+    // codes many before the stack holds enough for the flow; noise tiles
+    // fill it after one or two. Both must decode whatever the mix.
+    for content in [Content::Flat, Content::Gradient, Content::Noise] {
+        let img = synthetic(64, 24, 3, content, 9);
+        for lanes in [1, 3] {
+            let params = CodingParams {
+                lanes,
+                ..CodingParams::default()
+            };
+            round_trip(&models, std::slice::from_ref(&img), params);
+        }
+    }
 }
 
 #[test]
