@@ -173,6 +173,19 @@ pub fn pop_table(stack: &mut Stack, model: TableModel<'_>) -> Result<usize> {
         .map_err(|e| corrupt(format!("table pop failed: {e}")))
 }
 
+/// The cumulative table of a [`TableModel`] from symbol weights (each at
+/// least 1, summing to [`TOTAL`]).
+pub fn cdf_from_weights(weights: &[u32]) -> Vec<u32> {
+    let mut cdf = Vec::with_capacity(weights.len() + 1);
+    let mut acc = 0u32;
+    cdf.push(0);
+    for &w in weights {
+        acc += w;
+        cdf.push(acc);
+    }
+    cdf
+}
+
 /// A two-symbol model: symbol 0 has probability `p0 / TOTAL`.
 pub fn binary_cdf(p0: u32) -> [u32; 3] {
     let p0 = p0.clamp(1, TOTAL - 1);

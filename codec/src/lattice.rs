@@ -141,14 +141,7 @@ fn build_prior_cdf() -> Vec<u32> {
     let used: u32 = weights.iter().sum();
     weights[HALF_BINS as usize] += avail - used;
     weights.push(ESCAPE_WEIGHT);
-    let mut cdf = Vec::with_capacity(bins + 2);
-    let mut acc = 0u32;
-    cdf.push(0);
-    for w in weights {
-        acc += w;
-        cdf.push(acc);
-    }
-    cdf
+    ans::cdf_from_weights(&weights)
 }
 
 /// Pushes a final latent integer under the prior.

@@ -67,14 +67,7 @@ fn tables() -> &'static Tables {
                 .sum::<f64>()
                 / TOTAL as f64;
             means.push(mean);
-            let mut cdf = Vec::with_capacity(SYMBOLS + 1);
-            let mut acc = 0u32;
-            cdf.push(0);
-            for f in freq {
-                acc += f;
-                cdf.push(acc);
-            }
-            cdfs.push(cdf);
+            cdfs.push(ans::cdf_from_weights(&freq));
         }
         let thresholds = means
             .windows(2)

@@ -6,6 +6,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::path::PathBuf;
 use tfc_model::config::{FlowConfig, ModelConfig};
 use tfc_model::data::{Dataset, Planar};
 use tfc_model::file::{Model, WeightDtype};
@@ -193,9 +194,10 @@ fn loss_falls_when_overfitting_a_handful_of_images() {
     assert!(last < first - 0.5, "loss went from {first} to {last}");
 }
 
-#[test]
-fn resume_continues_exactly() {
-    let dev = Device::Cpu;
+/// A run of `steps` steps (of `total`) on a tiny model and a handful of
+/// images, checkpointed: the run, its data, and the checkpoint (with the
+/// directory that holds it).
+fn checkpointed_run(total: u64, steps: u64) -> (Trainer, Dataset, tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("run.ckpt");
     let config = ModelConfig::new(FlowConfig {
@@ -203,11 +205,25 @@ fn resume_continues_exactly() {
         ..tiny(0)
     });
     let data = handful(4, 8);
-    let mut a = Trainer::new(config.clone(), quick_options(10), data.clone(), None, &dev).unwrap();
-    for _ in 0..5 {
+    let mut a = Trainer::new(
+        config,
+        quick_options(total),
+        data.clone(),
+        None,
+        &Device::Cpu,
+    )
+    .unwrap();
+    for _ in 0..steps {
         a.train_step().unwrap();
     }
     a.save_checkpoint(&ckpt).unwrap();
+    (a, data, dir, ckpt)
+}
+
+#[test]
+fn resume_continues_exactly() {
+    let dev = Device::Cpu;
+    let (mut a, data, _dir, ckpt) = checkpointed_run(10, 5);
     let mut b = Trainer::resume(&ckpt, None, false, data, None, &dev).unwrap();
     assert_eq!(b.step, 5);
     for _ in 0..5 {
@@ -219,18 +235,7 @@ fn resume_continues_exactly() {
 #[test]
 fn adding_intra_on_resume_keeps_the_model_then_trains_it() {
     let dev = Device::Cpu;
-    let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("run.ckpt");
-    let config = ModelConfig::new(FlowConfig {
-        image_size: 8,
-        ..tiny(0)
-    });
-    let data = handful(4, 8);
-    let mut a = Trainer::new(config, quick_options(12), data.clone(), None, &dev).unwrap();
-    for _ in 0..4 {
-        a.train_step().unwrap();
-    }
-    a.save_checkpoint(&ckpt).unwrap();
+    let (a, data, _dir, ckpt) = checkpointed_run(12, 4);
     let mut b = Trainer::resume(&ckpt, None, true, data, None, &dev).unwrap();
     assert!(b.model.config.arch.intra && !a.model.config.arch.intra);
     let x = randn(&[2, 1, 8, 8], 9);
