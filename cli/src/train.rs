@@ -88,8 +88,9 @@ pub struct TrainArgs {
     /// Attention head dimension.
     #[arg(long)]
     head_dim: Option<usize>,
-    /// Intra-token prediction: each block also predicts every value of a
-    /// token linearly from the values before it in the token. With
+    /// Intra-token prediction: after its affine step, each block also
+    /// predicts every scaled residual of a token linearly from the ones
+    /// before it in the same token (README, The model). With
     /// --resume, adds it to a model that lacks it (starting at zero, so
     /// the resumed model is unchanged at first).
     #[arg(long)]

@@ -165,13 +165,29 @@ impl FlowBlock {
         }
     }
 
+    /// `(I - L)^-1` transposed, computed once per inversion of the block
+    /// and passed to [`Self::invert_token`]; `None` without intra-token
+    /// prediction.
+    pub fn intra_inverse(&self) -> Result<Option<Tensor>> {
+        match self.intra_matrix()? {
+            Some(l) => Ok(Some(unit_lower_inverse(&l)?.t()?)),
+            None => Ok(None),
+        }
+    }
+
     /// Inverts one token given its latent, log-scale and shift, all
-    /// `(B, D)`: `x = (I - L)^-1 z exp(a) + mu`, the same as solving value
-    /// by value.
-    pub fn invert_token(&self, z: &Tensor, a: &Tensor, mu: &Tensor) -> Result<Tensor> {
-        let s = match self.intra_matrix()? {
+    /// `(B, D)`, and [`Self::intra_inverse`]: `x = (I - L)^-1 z exp(a) + mu`,
+    /// the same as solving value by value.
+    pub fn invert_token(
+        &self,
+        z: &Tensor,
+        a: &Tensor,
+        mu: &Tensor,
+        inv: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let s = match inv {
             None => z.clone(),
-            Some(l) => z.matmul(&unit_lower_inverse(&l)?.t()?)?,
+            Some(inv) => z.matmul(inv)?,
         };
         s.mul(&a.exp()?)? + mu
     }
@@ -238,7 +254,9 @@ impl FlowBlock {
         let zp = self.permute(z)?;
         let zero = Tensor::zeros((b, d), DType::F32, z.device())?;
         let z0 = zp.narrow(1, 0, 1)?.squeeze(1)?;
-        let mut xs: Vec<Tensor> = vec![self.invert_token(&z0, &zero, &zero)?.unsqueeze(1)?];
+        let inv = self.intra_inverse()?;
+        let inv = inv.as_ref();
+        let mut xs: Vec<Tensor> = vec![self.invert_token(&z0, &zero, &zero, inv)?.unsqueeze(1)?];
         let pos = self.pos_in_order()?;
         let class = self.class_term(labels, b)?;
         for i in 0..n - 1 {
@@ -254,7 +272,7 @@ impl FlowBlock {
             let a = last.narrow(D::Minus1, 0, self.token_dim)?;
             let mu = last.narrow(D::Minus1, self.token_dim, self.token_dim)?;
             let zi = zp.narrow(1, i + 1, 1)?.squeeze(1)?;
-            xs.push(self.invert_token(&zi, &a, &mu)?.unsqueeze(1)?);
+            xs.push(self.invert_token(&zi, &a, &mu, inv)?.unsqueeze(1)?);
         }
         self.permute(&Tensor::cat(&xs, 1)?)
     }

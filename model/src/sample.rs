@@ -78,7 +78,9 @@ fn reverse_block(
     let zp = block.permute(z)?;
     let z0 = zp.narrow(1, 0, 1)?.squeeze(1)?;
     let zero = z0.zeros_like()?;
-    let mut xs = vec![block.invert_token(&z0, &zero, &zero)?];
+    let inv = block.intra_inverse()?;
+    let inv = inv.as_ref();
+    let mut xs = vec![block.invert_token(&z0, &zero, &zero, inv)?];
     let mut cond = new_caches(block);
     let mut guide = new_caches(block);
     for i in 0..n - 1 {
@@ -90,7 +92,7 @@ fn reverse_block(
             mu = (&mu + ((&mu - gmu)? * w)?)?;
         }
         let zi = zp.narrow(1, i + 1, 1)?.squeeze(1)?;
-        xs.push(block.invert_token(&zi, &a, &mu)?);
+        xs.push(block.invert_token(&zi, &a, &mu, inv)?);
     }
     Ok(block.permute(&Tensor::stack(&xs, 1)?)?)
 }

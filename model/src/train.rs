@@ -48,9 +48,9 @@ pub struct TrainOptions {
     /// Checkpoint every this many steps (0: only at the end).
     pub ckpt_every: u64,
     /// Learning-rate multiplier of the intra-token matrices, which are
-    /// exempt from weight decay: their entries must travel from 0 to
-    /// values near 1 (a colour predicted from another), far beyond what
-    /// the transformer's weights move.
+    /// exempt from weight decay: their entries travel from 0 to about 0.5
+    /// (a colour's residual predicted from another's), far beyond what the
+    /// transformer's weights move.
     #[serde(default = "default_intra_lr_scale")]
     pub intra_lr_scale: f64,
 }
@@ -86,7 +86,6 @@ pub struct AdamW {
     t: u64,
     betas: (f64, f64),
     weight_decay: f64,
-    intra_lr_scale: f64,
 }
 
 /// Flattens a tensor into a vector of f32.
@@ -96,12 +95,7 @@ fn flat(t: &Tensor) -> Result<Vec<f32>> {
 
 impl AdamW {
     /// Optimizer over named variables (sorted by name for a stable order).
-    pub fn new(
-        mut vars: Vec<(String, Var)>,
-        betas: (f64, f64),
-        weight_decay: f64,
-        intra_lr_scale: f64,
-    ) -> Result<Self> {
+    pub fn new(mut vars: Vec<(String, Var)>, betas: (f64, f64), weight_decay: f64) -> Result<Self> {
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let zeros: Vec<Vec<f32>> = vars
             .iter()
@@ -114,7 +108,6 @@ impl AdamW {
             t: 0,
             betas,
             weight_decay,
-            intra_lr_scale,
         })
     }
 
@@ -129,8 +122,15 @@ impl AdamW {
         Ok(sq.sqrt())
     }
 
-    /// One update with learning rate `lr`, gradients scaled by `scale`.
-    pub fn step(&mut self, grads: &GradStore, lr: f64, scale: f64) -> Result<()> {
+    /// One update with learning rate `lr` (times `intra_lr_scale` for the
+    /// intra-token matrices), gradients scaled by `scale`.
+    pub fn step(
+        &mut self,
+        grads: &GradStore,
+        lr: f64,
+        intra_lr_scale: f64,
+        scale: f64,
+    ) -> Result<()> {
         self.t += 1;
         let (b1, b2) = (self.betas.0 as f32, self.betas.1 as f32);
         let c1 = 1.0 - self.betas.0.powi(self.t as i32) as f32;
@@ -141,7 +141,7 @@ impl AdamW {
                 continue;
             };
             let (lr32, decay) = if is_intra(name) {
-                ((lr * self.intra_lr_scale) as f32, 1.0)
+                ((lr * intra_lr_scale) as f32, 1.0)
             } else {
                 (lr as f32, 1.0 - (lr * self.weight_decay) as f32)
             };
@@ -253,12 +253,7 @@ impl Trainer {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let opt = AdamW::new(
-            vars,
-            options.betas,
-            options.weight_decay,
-            options.intra_lr_scale,
-        )?;
+        let opt = AdamW::new(vars, options.betas, options.weight_decay)?;
         let ema = match options.ema {
             Some(_) => Some(
                 opt.vars
@@ -287,7 +282,6 @@ impl Trainer {
     /// Sets [`TrainOptions::intra_lr_scale`] for the steps to come.
     pub fn set_intra_lr_scale(&mut self, scale: f64) {
         self.options.intra_lr_scale = scale;
-        self.opt.intra_lr_scale = scale;
     }
 
     /// Stops averaging: from now on the exported weights are the raw ones.
@@ -332,7 +326,8 @@ impl Trainer {
             1.0
         };
         let lr = self.options.lr_at(self.step);
-        self.opt.step(&grads, lr, scale)?;
+        self.opt
+            .step(&grads, lr, self.options.intra_lr_scale, scale)?;
         self.update_ema()?;
         self.step += 1;
         let loss = loss.to_scalar::<f32>()? as f64;
