@@ -94,6 +94,33 @@ fn train_resume_bpd_and_sample_end_to_end() {
         std::fs::read(&grid).unwrap(),
         "same seed, same pixels"
     );
+
+    // A resumed run may grow the model (more blocks and layers), not
+    // reshape it; the grown model codes images losslessly.
+    let reshape = tfc(&[&base[..], &["--steps", "6", "--resume", "--hidden", "16"]].concat());
+    assert!(!reshape.status.success());
+    let err = String::from_utf8_lossy(&reshape.stderr);
+    assert!(err.contains("--hidden cannot change"), "{err}");
+    let grow = ["--steps", "7", "--resume", "--blocks", "3", "--layers", "2"];
+    ok(&tfc(&[&base[..], &grow[..]].concat()));
+    let grown = tfc_model::file::Model::load(&model, &candle_core::Device::Cpu).unwrap();
+    assert_eq!((grown.config.arch.blocks, grown.config.arch.layers), (3, 2));
+    let src = data.join("p1.png");
+    let (coded, back) = (dir.path().join("p1.tfc"), dir.path().join("p1.png"));
+    let (c, b) = (coded.to_str().unwrap(), back.to_str().unwrap());
+    ok(&tfc(&[
+        "compress",
+        src.to_str().unwrap(),
+        "--model",
+        m,
+        "-o",
+        c,
+    ]));
+    ok(&tfc(&["decompress", c, "--model", m, "-o", b]));
+    assert_eq!(
+        image::open(&src).unwrap().to_rgb8().into_raw(),
+        image::open(&back).unwrap().to_rgb8().into_raw()
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use tfc_model::data::{Dataset, FolderOptions};
 use tfc_model::file::WeightDtype;
 use tfc_model::presets;
-use tfc_model::train::Trainer;
+use tfc_model::train::{Growth, Trainer};
 use tfc_model::Noise;
 
 #[derive(Args)]
@@ -79,10 +79,13 @@ pub struct TrainArgs {
     /// Transformer width.
     #[arg(long)]
     hidden: Option<usize>,
-    /// Flow blocks.
+    /// Flow blocks. With --resume, grows a trained model to this many (new
+    /// blocks come last and start as the identity).
     #[arg(long)]
     blocks: Option<usize>,
-    /// Layers per block.
+    /// Layers per block. With --resume, grows a trained model to this many
+    /// (new layers start as the identity, so the resumed model is
+    /// unchanged at first).
     #[arg(long)]
     layers: Option<usize>,
     /// Attention head dimension.
@@ -212,16 +215,30 @@ fn build_trainer(a: &TrainArgs, files: &RunFiles, dev: &Device) -> Result<Traine
         }
     };
     config.train.data = train.description.clone();
-    eprintln!(
-        "tfc: {} parameters, {} training images from {}",
-        config.arch.parameter_count(),
-        train.len(),
-        train.description
-    );
+    let announce = |arch: &tfc_model::FlowConfig, images: usize, data: &str| {
+        eprintln!(
+            "tfc: {} parameters, {images} training images from {data}",
+            arch.parameter_count()
+        )
+    };
     if a.resume {
+        let fixed = [
+            ("--image-size", a.image_size.is_some()),
+            ("--patch", a.patch.is_some()),
+            ("--hidden", a.hidden.is_some()),
+            ("--head-dim", a.head_dim.is_some()),
+        ];
+        if let Some((flag, _)) = fixed.iter().find(|(_, set)| *set) {
+            bail!("{flag} cannot change on --resume: the checkpoint fixes it (only --layers, --blocks and --intra can grow a model)");
+        }
         let steps = a.steps;
-        let data = train.description.clone();
-        let mut tr = Trainer::resume(&files.ckpt, steps, a.intra, train, val, dev)
+        let (data, images) = (train.description.clone(), train.len());
+        let grow = Growth {
+            intra: a.intra,
+            layers: a.layers,
+            blocks: a.blocks,
+        };
+        let mut tr = Trainer::resume(&files.ckpt, steps, grow, train, val, dev)
             .with_context(|| format!("resuming from {}", files.ckpt.display()))?;
         if a.ema == Some(0.0) {
             tr.disable_ema();
@@ -233,8 +250,10 @@ fn build_trainer(a: &TrainArgs, files: &RunFiles, dev: &Device) -> Result<Traine
         if !tr.model.config.train.data.contains(&data) {
             tr.model.config.train.data = format!("{} + {data}", tr.model.config.train.data);
         }
+        announce(&tr.model.config.arch, images, &data);
         return Ok(tr);
     }
+    announce(&config.arch, train.len(), &train.description);
     Ok(Trainer::new(config, o, train, val, dev)?)
 }
 

@@ -134,7 +134,7 @@ impl FlowBlock {
         temp: f64,
         mut caches: Option<&mut BlockCache>,
     ) -> Result<Tensor> {
-        let mut h = self.proj_in.forward(x)?.broadcast_add(pos)?;
+        let mut h = crate::ops::bias_add(&self.proj_in.forward(x)?, pos)?;
         if let Some(c) = class {
             h = h.broadcast_add(c)?;
         }

@@ -40,10 +40,10 @@ impl Module for Linear {
         let dims = x.dims().to_vec();
         let inp = dims[dims.len() - 1];
         let rows = x.elem_count() / inp;
-        let y = x
-            .reshape((rows, inp))?
-            .matmul(&self.weight.t()?)?
-            .broadcast_add(&self.bias)?;
+        let y = crate::ops::bias_add(
+            &x.reshape((rows, inp))?.matmul(&self.weight.t()?)?,
+            &self.bias,
+        )?;
         let mut out_dims = dims;
         *out_dims.last_mut().expect("rank >= 1") = self.bias.dim(0)?;
         y.reshape(out_dims)

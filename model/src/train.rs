@@ -64,6 +64,46 @@ fn is_intra(name: &str) -> bool {
     name.ends_with(".intra")
 }
 
+/// Architecture a resumed run adds to its checkpoint's model. Every
+/// addition starts as the identity, so the grown model computes exactly
+/// what the checkpoint did, and its optimizer moments start at zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Growth {
+    /// Add intra-token prediction (matrices at zero).
+    pub intra: bool,
+    /// Grow every block to this many transformer layers. The new layers
+    /// come after the old ones, with their attention and MLP output
+    /// projections at zero.
+    pub layers: Option<usize>,
+    /// Grow the flow to this many blocks. The new blocks come last (next
+    /// to the prior), keep the alternation of directions, and start as the
+    /// identity (their output projections are at zero, as in a fresh model).
+    pub blocks: Option<usize>,
+}
+
+/// The block of a `blocks.{t}.*` variable.
+fn block_index(name: &str) -> Option<usize> {
+    let rest = name.strip_prefix("blocks.")?;
+    rest.split_once('.')?.0.parse().ok()
+}
+
+/// The layer of a `blocks.{t}.layers.{k}.*` variable.
+fn layer_index(name: &str) -> Option<usize> {
+    let rest = name.split_once(".layers.")?.1;
+    rest.split_once('.')?.0.parse().ok()
+}
+
+/// Enters a new variable into checkpoint tensors: value `t` (also its EMA),
+/// zero optimizer moments.
+fn add_fresh(tensors: &mut HashMap<String, Tensor>, name: &str, t: Tensor) -> Result<()> {
+    let zero = t.zeros_like()?;
+    tensors.insert(format!("adam_m.{name}"), zero.clone());
+    tensors.insert(format!("adam_v.{name}"), zero);
+    tensors.insert(format!("ema.{name}"), t.clone());
+    tensors.insert(name.to_string(), t);
+    Ok(())
+}
+
 impl TrainOptions {
     /// Learning rate at `step` (0-based): linear warm-up, then cosine to
     /// `min_lr` at `steps`.
@@ -464,14 +504,13 @@ impl Trainer {
         write_atomic(path, &bytes)
     }
 
-    /// Resumes a run from a checkpoint. `steps` may extend the schedule.
-    /// With `add_intra`, a model without intra-token prediction gains it:
-    /// the new matrices start at zero (with zero optimizer moments and
-    /// EMA), so the resumed model computes exactly what the checkpoint did.
+    /// Resumes a run from a checkpoint. `steps` may extend the schedule;
+    /// `grow` may enlarge the model ([`Growth`]), which then still computes
+    /// exactly what the checkpoint did.
     pub fn resume(
         path: &Path,
         steps: Option<u64>,
-        add_intra: bool,
+        grow: Growth,
         train: Dataset,
         val: Option<Dataset>,
         dev: &Device,
@@ -489,14 +528,46 @@ impl Trainer {
         }
         let mut config = m.config;
         let mut tensors = tensors;
-        if add_intra && !config.arch.intra {
+        if grow.intra && !config.arch.intra {
             config.arch.intra = true;
             for (name, shape) in config.arch.tensor_shapes() {
                 if is_intra(&name) {
                     let zero = Tensor::zeros(shape, candle_core::DType::F32, dev)?;
-                    for prefix in ["", "adam_m.", "adam_v.", "ema."] {
-                        tensors.insert(format!("{prefix}{name}"), zero.clone());
-                    }
+                    add_fresh(&mut tensors, &name, zero)?;
+                }
+            }
+        }
+        let (old_layers, old_blocks) = (config.arch.layers, config.arch.blocks);
+        for (what, have, want) in [
+            ("layers per block", old_layers, grow.layers),
+            ("blocks", old_blocks, grow.blocks),
+        ] {
+            if want.is_some_and(|n| n < have) {
+                return Err(ModelError::Config(format!(
+                    "the checkpoint has {have} {what}; a resumed run can add {what}, not remove them"
+                )));
+            }
+        }
+        config.arch.layers = grow.layers.unwrap_or(old_layers);
+        config.arch.blocks = grow.blocks.unwrap_or(old_blocks);
+        if (config.arch.layers, config.arch.blocks) != (old_layers, old_blocks) {
+            // New variables take the usual initialisation, seeded by the
+            // step. A new layer's two output projections are zeroed, so the
+            // residual stream passes through it unchanged; a new block's
+            // output projection already starts at zero.
+            let init = Model::fresh(config.clone(), options.seed ^ m.step, dev)?.weights()?;
+            for (name, t) in init {
+                let new_block = block_index(&name).is_some_and(|b| b >= old_blocks);
+                let new_layer = layer_index(&name).is_some_and(|k| k >= old_layers);
+                if new_block {
+                    add_fresh(&mut tensors, &name, t)?;
+                } else if new_layer {
+                    let t = if name.contains(".attn_proj.") || name.contains(".fc2.") {
+                        t.zeros_like()?
+                    } else {
+                        t
+                    };
+                    add_fresh(&mut tensors, &name, t)?;
                 }
             }
         }

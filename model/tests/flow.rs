@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use tfc_model::config::{FlowConfig, ModelConfig};
 use tfc_model::data::{Dataset, Planar};
 use tfc_model::file::{Model, WeightDtype};
-use tfc_model::train::{TrainOptions, Trainer};
+use tfc_model::train::{Growth, TrainOptions, Trainer};
 use tfc_model::Labels;
 
 fn tiny(classes: usize) -> FlowConfig {
@@ -224,7 +224,7 @@ fn checkpointed_run(total: u64, steps: u64) -> (Trainer, Dataset, tempfile::Temp
 fn resume_continues_exactly() {
     let dev = Device::Cpu;
     let (mut a, data, _dir, ckpt) = checkpointed_run(10, 5);
-    let mut b = Trainer::resume(&ckpt, None, false, data, None, &dev).unwrap();
+    let mut b = Trainer::resume(&ckpt, None, Growth::default(), data, None, &dev).unwrap();
     assert_eq!(b.step, 5);
     for _ in 0..5 {
         let (sa, sb) = (a.train_step().unwrap(), b.train_step().unwrap());
@@ -236,7 +236,18 @@ fn resume_continues_exactly() {
 fn adding_intra_on_resume_keeps_the_model_then_trains_it() {
     let dev = Device::Cpu;
     let (a, data, _dir, ckpt) = checkpointed_run(12, 4);
-    let mut b = Trainer::resume(&ckpt, None, true, data, None, &dev).unwrap();
+    let mut b = Trainer::resume(
+        &ckpt,
+        None,
+        Growth {
+            intra: true,
+            ..Growth::default()
+        },
+        data,
+        None,
+        &dev,
+    )
+    .unwrap();
     assert!(b.model.config.arch.intra && !a.model.config.arch.intra);
     let x = randn(&[2, 1, 8, 8], 9);
     let la = a.model.flow.nll_per_dim(&x, None).unwrap();
@@ -261,6 +272,95 @@ fn adding_intra_on_resume_keeps_the_model_then_trains_it() {
         b.train_step().unwrap();
     }
     assert!(intra(&b) > 0.0, "the intra matrices are trained");
+}
+
+#[test]
+fn growing_layers_on_resume_keeps_the_model_then_trains_them() {
+    let dev = Device::Cpu;
+    let (a, data, dir, ckpt) = checkpointed_run(12, 4);
+    let grow = |layers| Growth {
+        layers: Some(layers),
+        ..Growth::default()
+    };
+    let shrink = Trainer::resume(&ckpt, None, grow(0), data.clone(), None, &dev);
+    assert!(shrink.is_err(), "layers cannot be removed");
+    let old = a.model.config.arch.layers;
+    let mut b = Trainer::resume(&ckpt, None, grow(old + 2), data, None, &dev).unwrap();
+    assert_eq!(b.model.config.arch.layers, old + 2);
+    let x = randn(&[2, 1, 8, 8], 9);
+    let la = a.model.flow.nll_per_dim(&x, None).unwrap();
+    let lb = b.model.flow.nll_per_dim(&x, None).unwrap();
+    assert_eq!(
+        common::max_diff(&la, &lb),
+        0.0,
+        "new layers start as the identity"
+    );
+    let new_out = |t: &Trainer| -> f32 {
+        let w = t.model.weights().unwrap();
+        let mut sum = 0.0;
+        for blk in 0..t.model.config.arch.blocks {
+            for k in old..old + 2 {
+                for p in ["attn_proj.weight", "fc2.weight"] {
+                    let v = &w[&format!("blocks.{blk}.layers.{k}.{p}")];
+                    sum += v
+                        .abs()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap();
+                }
+            }
+        }
+        sum
+    };
+    assert_eq!(new_out(&b), 0.0);
+    let first = b.train_step().unwrap().loss;
+    for _ in 0..3 {
+        b.train_step().unwrap();
+    }
+    assert!(first.is_finite());
+    assert!(new_out(&b) > 0.0, "the new layers are trained");
+    let path = dir.path().join("grown.ckpt");
+    b.save_checkpoint(&path).unwrap();
+    let c = Trainer::resume(&path, None, Growth::default(), handful(4, 8), None, &dev).unwrap();
+    assert_eq!(
+        c.model.config.arch.layers,
+        old + 2,
+        "the grown shape is checkpointed"
+    );
+}
+
+#[test]
+fn growing_blocks_on_resume_keeps_the_model_then_trains_them() {
+    let dev = Device::Cpu;
+    let (a, data, _dir, ckpt) = checkpointed_run(12, 4);
+    let old = a.model.config.arch.blocks;
+    let grow = |blocks| Growth {
+        blocks: Some(blocks),
+        ..Growth::default()
+    };
+    assert!(Trainer::resume(&ckpt, None, grow(old - 1), data.clone(), None, &dev).is_err());
+    let mut b = Trainer::resume(&ckpt, None, grow(old + 2), data, None, &dev).unwrap();
+    assert_eq!(b.model.flow.blocks().len(), old + 2);
+    let x = randn(&[2, 1, 8, 8], 9);
+    let la = a.model.flow.nll_per_dim(&x, None).unwrap();
+    let lb = b.model.flow.nll_per_dim(&x, None).unwrap();
+    assert_eq!(
+        common::max_diff(&la, &lb),
+        0.0,
+        "new blocks start as the identity"
+    );
+    let new_out = |t: &Trainer| -> f32 {
+        let w = t.model.weights().unwrap();
+        let v = &w[&format!("blocks.{}.proj_out.weight", old + 1)];
+        v.abs().unwrap().sum_all().unwrap().to_scalar().unwrap()
+    };
+    assert_eq!(new_out(&b), 0.0);
+    for _ in 0..3 {
+        b.train_step().unwrap();
+    }
+    assert!(new_out(&b) > 0.0, "the new blocks are trained");
 }
 
 #[test]
