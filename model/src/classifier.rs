@@ -3,8 +3,10 @@
 
 use crate::data::Dataset;
 use crate::error::{ModelError, Result};
-use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{linear, loss, Linear, Optimizer, VarBuilder, VarMap};
+use crate::file::seeded_vars;
+use crate::nn::Linear;
+use candle_core::{Device, Module, Tensor, D};
+use candle_nn::{loss, Optimizer};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -30,11 +32,11 @@ impl Classifier {
             .ok_or_else(|| ModelError::Data("the classifier needs labels".into()))?;
         let classes = labels.iter().max().map_or(0, |m| *m as usize + 1);
         let dim = data.images.first().map_or(0, |i| i.data.len());
-        let vars = VarMap::new();
-        let vb = VarBuilder::from_varmap(&vars, DType::F32, dev);
+        // Seeded, so that the same data and seed give the same classifier.
+        let (vars, vb) = seeded_vars(seed, dev);
         let me = Self {
-            l1: linear(dim, 256, vb.pp("l1"))?,
-            l2: linear(256, classes, vb.pp("l2"))?,
+            l1: Linear::new(vb.pp("l1"), dim, 256)?,
+            l2: Linear::new(vb.pp("l2"), 256, classes)?,
             classes,
         };
         let mut opt = candle_nn::AdamW::new_lr(vars.all_vars(), 1e-3)?;
@@ -82,5 +84,45 @@ impl Classifier {
     /// Number of classes.
     pub fn classes(&self) -> usize {
         self.classes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Planar;
+
+    #[test]
+    fn the_same_seed_trains_the_same_classifier() {
+        let n = 40u32;
+        let images = (0..n)
+            .map(|i| Planar {
+                channels: 1,
+                height: 4,
+                width: 4,
+                data: (0..16u32)
+                    .map(|j| ((i * 37 + j * 11) % 251) as u8)
+                    .collect(),
+            })
+            .collect();
+        let data = Dataset {
+            images,
+            labels: Some((0..n).map(|i| i % 3).collect()),
+            description: "synthetic".into(),
+        };
+        let dev = Device::Cpu;
+        let px: Vec<u8> = data.images.iter().flat_map(|i| i.data.clone()).collect();
+        let logits = |seed| -> Vec<f32> {
+            let c = Classifier::train(&data, 2, seed, &dev).unwrap();
+            let x = to_input(&px, n as usize, &dev).unwrap();
+            c.logits(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        assert_eq!(logits(5), logits(5));
+        assert_ne!(logits(5), logits(6));
     }
 }

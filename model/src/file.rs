@@ -52,6 +52,19 @@ impl SeededVars {
     }
 }
 
+/// A var builder whose variables (f32, in `VarMap`) are drawn in
+/// construction order from one RNG seeded with `seed`: candle's own CPU
+/// initialisers draw from an unseeded RNG.
+pub fn seeded_vars(seed: u64, dev: &Device) -> (VarMap, VarBuilder<'static>) {
+    let backend = SeededVars {
+        map: VarMap::new(),
+        rng: Mutex::new(StdRng::seed_from_u64(seed)),
+    };
+    let map = backend.map.clone();
+    let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, dev.clone());
+    (map, vb)
+}
+
 impl SimpleBackend for SeededVars {
     fn get(
         &self,
@@ -105,12 +118,7 @@ impl Model {
     /// A freshly initialised model (identity flow), seeded.
     pub fn fresh(config: ModelConfig, seed: u64, dev: &Device) -> Result<Self> {
         config.arch.validate().map_err(ModelError::Config)?;
-        let backend = SeededVars {
-            map: VarMap::new(),
-            rng: Mutex::new(StdRng::seed_from_u64(seed)),
-        };
-        let map = backend.map.clone();
-        let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, dev.clone());
+        let (map, vb) = seeded_vars(seed, dev);
         let flow = TarFlow::new(vb, &config.arch)?;
         Ok(Self {
             config,
