@@ -528,19 +528,10 @@ impl Trainer {
         }
         let mut config = m.config;
         let mut tensors = tensors;
-        if grow.intra && !config.arch.intra {
-            config.arch.intra = true;
-            for (name, shape) in config.arch.tensor_shapes() {
-                if is_intra(&name) {
-                    let zero = Tensor::zeros(shape, candle_core::DType::F32, dev)?;
-                    add_fresh(&mut tensors, &name, zero)?;
-                }
-            }
-        }
-        let (old_layers, old_blocks) = (config.arch.layers, config.arch.blocks);
+        let before = config.arch.clone();
         for (what, have, want) in [
-            ("layers per block", old_layers, grow.layers),
-            ("blocks", old_blocks, grow.blocks),
+            ("layers per block", before.layers, grow.layers),
+            ("blocks", before.blocks, grow.blocks),
         ] {
             if want.is_some_and(|n| n < have) {
                 return Err(ModelError::Config(format!(
@@ -548,27 +539,29 @@ impl Trainer {
                 )));
             }
         }
-        config.arch.layers = grow.layers.unwrap_or(old_layers);
-        config.arch.blocks = grow.blocks.unwrap_or(old_blocks);
-        if (config.arch.layers, config.arch.blocks) != (old_layers, old_blocks) {
-            // New variables take the usual initialisation, seeded by the
-            // step. A new layer's two output projections are zeroed, so the
-            // residual stream passes through it unchanged; a new block's
-            // output projection already starts at zero.
+        config.arch.intra |= grow.intra;
+        config.arch.layers = grow.layers.unwrap_or(before.layers);
+        config.arch.blocks = grow.blocks.unwrap_or(before.blocks);
+        if config.arch != before {
+            // Every variable the checkpoint lacks takes the usual
+            // initialisation, seeded by the step: intra matrices and new
+            // blocks' output projections start at zero, so they are the
+            // identity. A new layer in an old block also gets its two
+            // output projections zeroed, so the residual stream passes
+            // through it unchanged.
             let init = Model::fresh(config.clone(), options.seed ^ m.step, dev)?.weights()?;
             for (name, t) in init {
-                let new_block = block_index(&name).is_some_and(|b| b >= old_blocks);
-                let new_layer = layer_index(&name).is_some_and(|k| k >= old_layers);
-                if new_block {
-                    add_fresh(&mut tensors, &name, t)?;
-                } else if new_layer {
-                    let t = if name.contains(".attn_proj.") || name.contains(".fc2.") {
-                        t.zeros_like()?
-                    } else {
-                        t
-                    };
-                    add_fresh(&mut tensors, &name, t)?;
+                if tensors.contains_key(&name) {
+                    continue;
                 }
+                let in_old_block = block_index(&name).is_some_and(|b| b < before.blocks);
+                let projection = name.contains(".attn_proj.") || name.contains(".fc2.");
+                let t = if in_old_block && layer_index(&name).is_some() && projection {
+                    t.zeros_like()?
+                } else {
+                    t
+                };
+                add_fresh(&mut tensors, &name, t)?;
             }
         }
         let model = Model::fresh(config, 0, dev)?;
