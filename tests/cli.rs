@@ -1,7 +1,7 @@
 //! The `tfc` command line end to end: training a few steps, resuming,
 //! measuring BPD, sampling, and refusing bad input.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn tfc(args: &[&str]) -> Output {
@@ -19,6 +19,10 @@ fn ok(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).unwrap().len()
 }
 
 fn photos(dir: &Path) {
@@ -105,6 +109,31 @@ fn train_resume_bpd_and_sample_end_to_end() {
     ok(&tfc(&[&base[..], &grow[..]].concat()));
     let grown = tfc_model::file::Model::load(&model, &candle_core::Device::Cpu).unwrap();
     assert_eq!((grown.config.arch.blocks, grown.config.arch.layers), (3, 2));
+
+    // A resume with no steps left rewrites the checkpoint, here compactly,
+    // and leaves the model as it was; training goes on from the compact one.
+    let ckpt = PathBuf::from(format!("{m}.ckpt"));
+    let (exact_len, exported) = (file_len(&ckpt), std::fs::read(&model).unwrap());
+    let bad = tfc(&[
+        &base[..],
+        &["--steps", "7", "--resume", "--checkpoint", "f8"],
+    ]
+    .concat());
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--checkpoint must be"));
+    ok(&tfc(&[
+        &base[..],
+        &["--steps", "7", "--resume", "--checkpoint", "compact"],
+    ]
+    .concat()));
+    let ratio = file_len(&ckpt) as f64 / exact_len as f64;
+    assert!(
+        (0.6..0.7).contains(&ratio),
+        "compact / exact checkpoint {ratio}"
+    );
+    assert_eq!(std::fs::read(&model).unwrap(), exported);
+    ok(&tfc(&[&base[..], &["--steps", "8", "--resume"]].concat()));
+    assert!(file_len(&ckpt) < exact_len, "the run stays compact");
     let src = data.join("p1.png");
     let (coded, back) = (dir.path().join("p1.tfc"), dir.path().join("p1.png"));
     let (c, b) = (coded.to_str().unwrap(), back.to_str().unwrap());

@@ -108,6 +108,13 @@ pub struct TrainArgs {
     /// Checkpoint every N steps.
     #[arg(long)]
     ckpt_every: Option<u64>,
+    /// Checkpoint precision: "exact" (f32 throughout: a resumed run
+    /// continues exactly) or "compact" (bf16 optimizer moments, the EMA as
+    /// an f16 offset from the f32 weights: 10 bytes a parameter instead of
+    /// 16; a resumed run continues closely). With --resume, the default is
+    /// the checkpoint's, and a run with no steps left rewrites it.
+    #[arg(long)]
+    checkpoint: Option<String>,
     /// Weight precision of the output model file: f16 or f32.
     #[arg(long, default_value = "f16")]
     weights: String,
@@ -145,7 +152,19 @@ impl RunFiles {
     }
 }
 
+/// `--checkpoint`: whether checkpoints are compact (none: keep the default
+/// or the checkpoint's).
+fn parse_checkpoint(s: Option<&str>) -> Result<Option<bool>> {
+    match s {
+        None => Ok(None),
+        Some("exact") => Ok(Some(false)),
+        Some("compact") => Ok(Some(true)),
+        Some(c) => bail!("--checkpoint must be exact or compact, not {c:?}"),
+    }
+}
+
 fn build_trainer(a: &TrainArgs, files: &RunFiles, dev: &Device) -> Result<Trainer> {
+    let compact = parse_checkpoint(a.checkpoint.as_deref())?;
     let p = presets::find(&a.preset).with_context(|| {
         let names: Vec<_> = presets::all().iter().map(|p| p.name).collect();
         format!("unknown preset {:?} (have: {})", a.preset, names.join(", "))
@@ -173,6 +192,7 @@ fn build_trainer(a: &TrainArgs, files: &RunFiles, dev: &Device) -> Result<Traine
     o.val_every = a.val_every.unwrap_or(o.val_every);
     o.ckpt_every = a.ckpt_every.unwrap_or(o.ckpt_every);
     o.intra_lr_scale = a.intra_lr_scale.unwrap_or(o.intra_lr_scale);
+    o.compact_checkpoint = compact.unwrap_or(o.compact_checkpoint);
     if let Some(e) = a.ema {
         o.ema = (e > 0.0).then_some(e);
     }
@@ -246,6 +266,9 @@ fn build_trainer(a: &TrainArgs, files: &RunFiles, dev: &Device) -> Result<Traine
         if let Some(s) = a.intra_lr_scale {
             tr.set_intra_lr_scale(s);
         }
+        if let Some(c) = compact {
+            tr.options.compact_checkpoint = c;
+        }
         // A resumed run may add sources; the model file records what it saw.
         if !tr.model.config.train.data.contains(&data) {
             tr.model.config.train.data = format!("{} + {data}", tr.model.config.train.data);
@@ -314,6 +337,7 @@ pub fn run(a: &TrainArgs, quiet: bool) -> Result<()> {
         "{elapsed_precise} [{bar:30}] {pos}/{len} {msg} ETA {eta}",
     );
     pb.set_position(tr.step);
+    let first = tr.step;
     let mut last_val = None;
     let mut rate = 0.0;
     while tr.step < total {
@@ -341,6 +365,11 @@ pub fn run(a: &TrainArgs, quiet: bool) -> Result<()> {
         }
     }
     pb.finish();
+    if tr.step == first {
+        // Nothing left to train: rewrite the checkpoint, in the precision
+        // asked for.
+        tr.save_checkpoint(&files.ckpt)?;
+    }
     let model = tr.export()?;
     model.save(&a.out, weights)?;
     crate::plot::curve(&files.csv, &files.plot)?;

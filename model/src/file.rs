@@ -25,6 +25,9 @@ pub enum WeightDtype {
     F32,
     /// 2 bytes a weight: the compact form for shipped models.
     F16,
+    /// 2 bytes a value with f32's range (8 significant bits): optimizer
+    /// moments in compact checkpoints.
+    Bf16,
 }
 
 /// A var-builder backend that creates every variable from one seeded RNG in
@@ -208,35 +211,43 @@ pub fn write_tensors(
         (META_CONFIG.to_string(), json),
         (META_FORMAT.to_string(), MODEL_FORMAT_VERSION.to_string()),
     ]);
-    encode_safetensors(tensors, meta, dtype)
+    encode_safetensors(tensors, meta, &|_| dtype)
 }
 
-/// Encodes named tensors and string metadata as safetensors.
+/// Encodes named tensors and string metadata as safetensors, each tensor
+/// at the precision `dtype_of` gives its name.
 pub fn encode_safetensors(
     tensors: &HashMap<String, Tensor>,
     meta: HashMap<String, String>,
-    dtype: WeightDtype,
+    dtype_of: &dyn Fn(&str) -> WeightDtype,
 ) -> Result<Vec<u8>> {
-    let mut raw: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+    let mut raw: Vec<(String, Vec<usize>, StDtype, Vec<u8>)> = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let v: Vec<f32> = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-        let bytes = match dtype {
-            WeightDtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            WeightDtype::F16 => v
-                .iter()
-                .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
-                .collect(),
+        let (st, bytes) = match dtype_of(name) {
+            WeightDtype::F32 => (
+                StDtype::F32,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            WeightDtype::F16 => (
+                StDtype::F16,
+                v.iter()
+                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                    .collect(),
+            ),
+            WeightDtype::Bf16 => (
+                StDtype::BF16,
+                v.iter()
+                    .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                    .collect(),
+            ),
         };
-        raw.push((name.clone(), t.dims().to_vec(), bytes));
+        raw.push((name.clone(), t.dims().to_vec(), st, bytes));
     }
     raw.sort_by(|a, b| a.0.cmp(&b.0));
-    let st = match dtype {
-        WeightDtype::F32 => StDtype::F32,
-        WeightDtype::F16 => StDtype::F16,
-    };
     let views: Vec<(String, TensorView)> = raw
         .iter()
-        .map(|(n, s, b)| Ok((n.clone(), TensorView::new(st, s.clone(), b)?)))
+        .map(|(n, s, st, b)| Ok((n.clone(), TensorView::new(*st, s.clone(), b)?)))
         .collect::<std::result::Result<_, safetensors::SafeTensorError>>()
         .map_err(|e| ModelError::BadFile(e.to_string()))?;
     safetensors::tensor::serialize(views, Some(meta))

@@ -53,6 +53,13 @@ pub struct TrainOptions {
     /// transformer's weights move.
     #[serde(default = "default_intra_lr_scale")]
     pub intra_lr_scale: f64,
+    /// Write compact checkpoints: optimizer moments in bf16 and the EMA as
+    /// its f16 offset from the weights, 10 bytes a parameter instead of 16.
+    /// The weights stay f32, so a resumed run starts from the same model;
+    /// it then continues closely, not exactly, because the rounded moments
+    /// shape its first updates.
+    #[serde(default)]
+    pub compact_checkpoint: bool,
 }
 
 fn default_intra_lr_scale() -> f64 {
@@ -227,6 +234,10 @@ pub struct StepStats {
 
 /// Checkpoint metadata key.
 const META_CKPT: &str = "tfc.checkpoint";
+
+/// Name prefix of a compact checkpoint's EMA, stored as its offset from the
+/// weights.
+const EMA_OFFSET: &str = "ema_offset.";
 
 #[derive(Serialize, Deserialize)]
 struct CheckpointMeta {
@@ -471,12 +482,13 @@ impl Trainer {
         Ok(Some(mean))
     }
 
-    /// Writes a checkpoint: weights, optimizer moments, EMA, step, options.
+    /// Writes a checkpoint: weights, optimizer moments, EMA, step, options;
+    /// exact, or compact ([`TrainOptions::compact_checkpoint`]).
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        let compact = self.options.compact_checkpoint;
         let mut t = self.model.weights()?;
-        for (i, (n, _)) in self.opt.vars.iter().enumerate() {
-            let shape = self.opt.vars[i].1.shape();
-            let dev = &self.dev;
+        for (i, (n, var)) in self.opt.vars.iter().enumerate() {
+            let (shape, dev) = (var.shape(), &self.dev);
             t.insert(
                 format!("adam_m.{n}"),
                 Tensor::from_vec(self.opt.m[i].clone(), shape, dev)?,
@@ -485,9 +497,13 @@ impl Trainer {
                 format!("adam_v.{n}"),
                 Tensor::from_vec(self.opt.v[i].clone(), shape, dev)?,
             );
-            if let Some(ema) = &self.ema {
-                t.insert(format!("ema.{n}"), ema[i].clone());
-            }
+            match &self.ema {
+                Some(ema) if compact => {
+                    t.insert(format!("{EMA_OFFSET}{n}"), ema[i].sub(var.as_tensor())?)
+                }
+                Some(ema) => t.insert(format!("ema.{n}"), ema[i].clone()),
+                None => None,
+            };
         }
         let meta = CheckpointMeta {
             step: self.step,
@@ -496,10 +512,16 @@ impl Trainer {
             config: self.model.config.clone(),
         };
         let json = serde_json::to_string(&meta).map_err(|e| ModelError::Config(e.to_string()))?;
+        let dtype_of = |name: &str| match name {
+            _ if !compact => WeightDtype::F32,
+            n if n.starts_with("adam_") => WeightDtype::Bf16,
+            n if n.starts_with(EMA_OFFSET) => WeightDtype::F16,
+            _ => WeightDtype::F32,
+        };
         let bytes = encode_safetensors(
             &t,
             HashMap::from([(META_CKPT.to_string(), json)]),
-            WeightDtype::F32,
+            &dtype_of,
         )?;
         write_atomic(path, &bytes)
     }
@@ -578,7 +600,11 @@ impl Trainer {
             tr.opt.m[i] = flat(&get(format!("adam_m.{n}"))?)?;
             tr.opt.v[i] = flat(&get(format!("adam_v.{n}"))?)?;
             if let Some(ema) = &mut tr.ema {
-                ema[i] = get(format!("ema.{n}"))?.to_device(dev)?;
+                let e = match tensors.get(&format!("{EMA_OFFSET}{n}")) {
+                    Some(offset) => offset.add(&get(n.clone())?)?,
+                    None => get(format!("ema.{n}"))?,
+                };
+                ema[i] = e.to_device(dev)?;
             }
         }
         tr.opt.t = m.adam_t;

@@ -6,6 +6,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use tfc_model::config::{FlowConfig, ModelConfig};
 use tfc_model::data::{Dataset, Planar};
@@ -174,6 +175,7 @@ fn quick_options(steps: u64) -> TrainOptions {
         val_every: 0,
         ckpt_every: 0,
         intra_lr_scale: 10.0,
+        compact_checkpoint: false,
     }
 }
 
@@ -229,6 +231,60 @@ fn resume_continues_exactly() {
     for _ in 0..5 {
         let (sa, sb) = (a.train_step().unwrap(), b.train_step().unwrap());
         assert_eq!(sa.loss, sb.loss);
+    }
+}
+
+/// Largest absolute difference between two sets of named tensors, and the
+/// largest absolute value of the first.
+fn max_diff(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) -> (f32, f32) {
+    assert_eq!(a.len(), b.len());
+    let (mut diff, mut scale) = (0f32, 0f32);
+    for (name, t) in a {
+        let x: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        let y: Vec<f32> = b[name].flatten_all().unwrap().to_vec1().unwrap();
+        for (p, q) in x.iter().zip(&y) {
+            diff = diff.max((p - q).abs());
+            scale = scale.max(p.abs());
+        }
+    }
+    (diff, scale)
+}
+
+#[test]
+fn compact_checkpoints_are_smaller_and_resume_closely() {
+    let dev = Device::Cpu;
+    let (mut a, data, dir, exact) = checkpointed_run(10, 5);
+    a.options.compact_checkpoint = true;
+    let compact = dir.path().join("compact.ckpt");
+    a.save_checkpoint(&compact).unwrap();
+    let size = |p: &PathBuf| std::fs::metadata(p).unwrap().len() as f64;
+    let ratio = size(&compact) / size(&exact);
+    // 10 bytes a parameter instead of 16, plus the same header.
+    assert!((0.6..0.7).contains(&ratio), "compact / exact size {ratio}");
+
+    let mut b = Trainer::resume(&compact, None, Growth::default(), data, None, &dev).unwrap();
+    assert!(
+        b.options.compact_checkpoint,
+        "a resumed run keeps the precision"
+    );
+    assert_eq!(b.step, 5);
+    let (diff, _) = max_diff(&a.model.weights().unwrap(), &b.model.weights().unwrap());
+    assert_eq!(diff, 0.0, "the weights are stored exactly");
+    let ema = |t: &Trainer| t.export().unwrap().weights().unwrap();
+    let (diff, scale) = max_diff(&ema(&a), &ema(&b));
+    assert!(
+        diff < 1e-3 * scale,
+        "EMA off by {diff} (largest weight {scale})"
+    );
+    for _ in 0..5 {
+        let (sa, sb) = (a.train_step().unwrap(), b.train_step().unwrap());
+        let gap = (sa.loss - sb.loss).abs();
+        assert!(
+            gap < 1e-2 * sa.loss.abs().max(1.0),
+            "loss {} against {}",
+            sa.loss,
+            sb.loss
+        );
     }
 }
 
