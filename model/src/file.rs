@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use safetensors::tensor::{Dtype as StDtype, TensorView};
 use safetensors::SafeTensors;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 use tfc_codec::config::{META_CONFIG, META_FORMAT, MODEL_FORMAT_VERSION};
@@ -250,8 +250,33 @@ pub fn encode_safetensors(
         .map(|(n, s, st, b)| Ok((n.clone(), TensorView::new(*st, s.clone(), b)?)))
         .collect::<std::result::Result<_, safetensors::SafeTensorError>>()
         .map_err(|e| ModelError::BadFile(e.to_string()))?;
-    safetensors::tensor::serialize(views, Some(meta))
-        .map_err(|e| ModelError::BadFile(e.to_string()))
+    let mut bytes = safetensors::tensor::serialize(views, Some(meta.clone()))
+        .map_err(|e| ModelError::BadFile(e.to_string()))?;
+    sort_metadata(&mut bytes, &meta)?;
+    Ok(bytes)
+}
+
+/// safetensors writes the `__metadata__` map first in the header, in hash
+/// order, so two exports of the same model could differ in their bytes,
+/// and a model's identity in compressed files is the hash of its bytes.
+/// Rewrites that map in key order: the same entries, so the same length.
+fn sort_metadata(bytes: &mut [u8], meta: &HashMap<String, String>) -> Result<()> {
+    const KEY: &[u8] = b"{\"__metadata__\":";
+    let sorted = serde_json::to_vec(&meta.iter().collect::<BTreeMap<_, _>>())
+        .map_err(|e| ModelError::BadFile(e.to_string()))?;
+    let start = 8 + KEY.len();
+    let end = start + sorted.len();
+    let written = bytes
+        .get(start..end)
+        .filter(|_| bytes[8..start] == *KEY)
+        .and_then(|span| serde_json::from_slice::<HashMap<String, String>>(span).ok());
+    if written.as_ref() != Some(meta) {
+        return Err(ModelError::BadFile(
+            "unexpected safetensors header layout".into(),
+        ));
+    }
+    bytes[start..end].copy_from_slice(&sorted);
+    Ok(())
 }
 
 /// Decodes a file written by [`write_tensors`] into its configuration and

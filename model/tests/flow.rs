@@ -447,6 +447,33 @@ fn damaged_or_foreign_model_files_are_refused() {
 }
 
 #[test]
+fn the_same_tensors_and_metadata_always_give_the_same_bytes() {
+    // A model's identity in compressed files is the hash of its file, so
+    // exporting the same model twice must give the same bytes, whatever
+    // order a fresh HashMap iterates its metadata in.
+    let model = random_model(tiny(0), 11);
+    let first = model.to_bytes(WeightDtype::F16).unwrap();
+    let t = model.weights().unwrap();
+    let meta = || -> HashMap<String, String> {
+        (0..6)
+            .map(|i| (format!("key{i}"), format!("value {i}")))
+            .collect()
+    };
+    let once = tfc_model::file::encode_safetensors(&t, meta(), &|_| WeightDtype::F32).unwrap();
+    for _ in 0..8 {
+        assert!(
+            model.to_bytes(WeightDtype::F16).unwrap() == first,
+            "export differs"
+        );
+        let again = tfc_model::file::encode_safetensors(&t, meta(), &|_| WeightDtype::F32);
+        assert!(again.unwrap() == once, "encoding differs");
+    }
+    let (_, header) = safetensors::SafeTensors::read_metadata(&once).unwrap();
+    assert_eq!(header.metadata().as_ref(), Some(&meta()));
+    assert!(Model::from_bytes(&first, &Device::Cpu).is_ok());
+}
+
+#[test]
 fn per_token_costs_add_up_to_the_nll() {
     let dev = Device::Cpu;
     let model = random_model(tiny(3), 11);
