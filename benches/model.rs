@@ -14,7 +14,7 @@ fn bench(c: &mut Criterion) {
     let model = tfc_benches::fmnist_tiny();
     let x = tfc_benches::batch(64);
     g.bench_function("forward_b64", |b| {
-        b.iter(|| model.flow.nll_per_dim(&x, None).expect("forward"))
+        b.iter(|| model.flow.nll_per_dim(&x, None, None).expect("forward"))
     });
     g.finish();
 }

@@ -118,10 +118,12 @@ pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
             description: String::new(),
         };
         let (tiles, labels) = one.tiles(arch.image_size);
+        let contexts = arch.context.then(|| one.tile_contexts(arch));
         let bpd = tile_bpd(
             &model.flow,
             &tiles,
             &labels,
+            contexts.as_deref(),
             a.samples,
             a.batch,
             a.seed ^ i as u64,

@@ -98,6 +98,12 @@ pub struct TrainArgs {
     /// the resumed model is unchanged at first).
     #[arg(long)]
     intra: bool,
+    /// Context tokens: each tile is also conditioned on the already coded
+    /// patches around it (README, The model). With --resume, adds them to
+    /// a model that lacks them (unlike the other additions, this changes
+    /// the model's output from the first step).
+    #[arg(long)]
+    context: bool,
     /// Learning-rate multiplier of the intra-token matrices (with
     /// --resume, replaces the checkpoint's).
     #[arg(long)]
@@ -178,6 +184,7 @@ fn build_trainer(a: &TrainArgs, files: &RunFiles, dev: &Device) -> Result<Traine
     arch.layers = a.layers.unwrap_or(arch.layers);
     arch.head_dim = a.head_dim.unwrap_or(arch.head_dim.min(arch.hidden));
     arch.intra |= a.intra;
+    arch.context |= a.context;
     if let Some(n) = &a.noise {
         config.noise = parse_noise(n)?;
     }
@@ -249,7 +256,7 @@ fn build_trainer(a: &TrainArgs, files: &RunFiles, dev: &Device) -> Result<Traine
             ("--head-dim", a.head_dim.is_some()),
         ];
         if let Some((flag, _)) = fixed.iter().find(|(_, set)| *set) {
-            bail!("{flag} cannot change on --resume: the checkpoint fixes it (only --layers, --blocks and --intra can grow a model)");
+            bail!("{flag} cannot change on --resume: the checkpoint fixes it (only --layers, --blocks, --intra and --context can grow a model)");
         }
         let steps = a.steps;
         let (data, images) = (train.description.clone(), train.len());
@@ -257,6 +264,7 @@ fn build_trainer(a: &TrainArgs, files: &RunFiles, dev: &Device) -> Result<Traine
             intra: a.intra,
             layers: a.layers,
             blocks: a.blocks,
+            context: a.context,
         };
         let mut tr = Trainer::resume(&files.ckpt, steps, grow, train, val, dev)
             .with_context(|| format!("resuming from {}", files.ckpt.display()))?;

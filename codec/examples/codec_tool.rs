@@ -10,8 +10,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use tfc_codec::context::{coded_prefix, corner_after};
 use tfc_codec::lattice::Lattice;
 use tfc_codec::model_file::SplitMix;
+use tfc_codec::net::Prefix;
 use tfc_codec::{coded_bits, decode_file, encode_images, CodingParams, Image, ModelFile, ModelSet};
 
 fn load(path: &Path) -> Image {
@@ -52,8 +54,9 @@ fn opts(args: &[String]) -> Opts {
 }
 
 /// Model NLL of one tile in bits, with seeded uniform dequantization, from
-/// the deterministic network in f64 sums.
-fn tile_nll_bits(model: &ModelFile, tokens: &[u8], seed: u64) -> f64 {
+/// the deterministic network in f64 sums; `prefix`: the tile's context
+/// prefix for a model with context.
+fn tile_nll_bits(model: &ModelFile, tokens: &[u8], prefix: Option<Prefix<'_>>, seed: u64) -> f64 {
     let net = model.network();
     let cfg = model.config();
     let (n, d) = (cfg.tokens(), cfg.token_dim());
@@ -62,6 +65,8 @@ fn tile_nll_bits(model: &ModelFile, tokens: &[u8], seed: u64) -> f64 {
         .iter()
         .map(|&x| (x as f32 + (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32) / 128.0 - 1.0)
         .collect();
+    // Token 0 has parameters only after a context prefix.
+    let first = usize::from(prefix.is_none());
     let mut nats = 0f64;
     for t in 0..cfg.blocks {
         let x: Vec<f32> = (0..n - 1)
@@ -70,11 +75,12 @@ fn tile_nll_bits(model: &ModelFile, tokens: &[u8], seed: u64) -> f64 {
                 y[r * d..(r + 1) * d].to_vec()
             })
             .collect();
-        let out = net.block_forward(t, &x);
-        for i in 1..n {
+        let out = net.block_forward_with(t, prefix, &x);
+        for i in first..n {
             let r = net.raster_pos(t, i);
+            let row = &out[(i - first) * 2 * d..(i - first + 1) * 2 * d];
             for k in 0..d {
-                let (a, mu) = (out[(i - 1) * 2 * d + k], out[(i - 1) * 2 * d + d + k]);
+                let (a, mu) = (row[k], row[d + k]);
                 y[r * d + k] = (y[r * d + k] - mu) * (-a).exp();
                 nats += a as f64;
             }
@@ -86,6 +92,9 @@ fn tile_nll_bits(model: &ModelFile, tokens: &[u8], seed: u64) -> f64 {
     nats / std::f64::consts::LN_2 + (n * d) as f64 * 7.0
 }
 
+/// Model NLL of an image in bits. A context model reads, for every tile,
+/// the tiles to its right, below and below-right, unturned: what a
+/// one-lane file gives a tile coded in orientation 0.
 fn nll_bits(model: &ModelFile, img: &Image) -> f64 {
     let cfg = model.config();
     let geo = tfc_codec::image::TileGeometry {
@@ -97,9 +106,21 @@ fn nll_bits(model: &ModelFile, img: &Image) -> f64 {
     let (gx, gy) = geo.grid(img.width as usize, img.height as usize);
     let mut bits = 0.0;
     for p in &planes {
+        let px = |tx: usize, ty: usize| {
+            (tx < gx && ty < gy).then(|| geo.to_pixels(&geo.extract(p, tx, ty)))
+        };
         for ty in 0..gy {
             for tx in 0..gx {
-                bits += tile_nll_bits(model, &geo.extract(p, tx, ty), (ty * gx + tx) as u64);
+                let values = cfg.context.then(|| {
+                    let (r, b, c) = (px(tx + 1, ty), px(tx, ty + 1), px(tx + 1, ty + 1));
+                    coded_prefix(cfg, 0, r.as_deref(), b.as_deref(), c.as_deref())
+                });
+                let prefix = values.as_deref().map(|values| Prefix {
+                    values,
+                    corner: corner_after(0),
+                });
+                let seed = (ty * gx + tx) as u64;
+                bits += tile_nll_bits(model, &geo.extract(p, tx, ty), prefix, seed);
             }
         }
     }

@@ -1,21 +1,35 @@
 //! The codec's front door: images in, a tfc file out, and back.
 //!
-//! Tiles of all images (and all planes of an image) form one list; tile `k`
-//! goes to lane `k mod L`, and each lane codes its tiles in order on its own
-//! stack. The encoder runs lanes in parallel; the decoder runs groups of
+//! Tiles of all images (and all planes of an image) form one list, in
+//! raster order per plane; each lane codes its tiles in order on its own
+//! stack ([`LaneSplit`]: tile `k` goes to lane `k mod L`, or, when a model
+//! of the file reads context tokens, each lane takes one contiguous run of
+//! tiles). The encoder runs lanes in parallel; the decoder runs groups of
 //! lanes in parallel and, inside a group, decodes one tile per lane in
 //! lockstep so the network sees the lanes as one batch. Alpha planes are
 //! pushed on lane 0 after its tiles.
+//!
+//! Context: the decoder decodes a lane's tiles last-coded first, so when
+//! it reaches a tile, the tiles to its right, below and below-right are
+//! already decoded if they are in the same lane (and plane). Those are the
+//! tile's coded neighbours ([`neighbours`]); a context model reads them as
+//! the tile's prefix ([`crate::context::coded_prefix`]), in the tile's
+//! orientation.
+
+use std::collections::HashMap;
 
 use rayon::prelude::*;
 
 use crate::alpha;
 use crate::ans::{self, Stack};
+use crate::config::FlowConfig;
+use crate::context::{coded_prefix, corner_after};
 use crate::error::{corrupt, CodecError, Result};
 use crate::format::{self, Header, ImageEntry, Limits, ModelRef, MAX_LANES, MAX_M};
 use crate::image::{from_planes, plane_count, to_planes, Image, Plane, TileGeometry, ORIENTATIONS};
 use crate::lead;
 use crate::model_file::{hex, ModelFile};
+use crate::net::Prefix;
 use crate::tile::TileCoder;
 
 /// Coding parameters chosen by the encoder. `m` and `lanes` are recorded
@@ -122,6 +136,84 @@ struct Job {
     model_channels: u8,
     tx: usize,
     ty: usize,
+    /// Tiles across the plane.
+    gx: usize,
+    /// Tiles down the plane.
+    gy: usize,
+}
+
+/// How the tile list is split over lanes: tile `k` to lane `k mod L`
+/// (interleaved), or, when any model coding the file reads context tokens,
+/// lane `l` takes tiles `n l / L .. n (l + 1) / L` (contiguous), so that a
+/// tile's neighbours mostly share its lane. Encoder and decoder decide it
+/// from the models the file names.
+#[derive(Debug, Clone, Copy)]
+struct LaneSplit {
+    tiles: usize,
+    lanes: usize,
+    contiguous: bool,
+}
+
+impl LaneSplit {
+    fn new(models: &ModelSet<'_>, jobs: &[Job], lanes: usize) -> Self {
+        let contiguous = [1u8, 3].into_iter().any(|mc| {
+            jobs.iter().any(|j| j.model_channels == mc)
+                && models.get(mc).is_some_and(|m| m.config().context)
+        });
+        Self {
+            tiles: jobs.len(),
+            lanes,
+            contiguous,
+        }
+    }
+
+    /// The tiles of lane `l`, in coding order.
+    fn lane(&self, l: usize) -> Box<dyn DoubleEndedIterator<Item = usize>> {
+        if self.contiguous {
+            Box::new(self.start(l)..self.start(l + 1))
+        } else {
+            Box::new((l..self.tiles).step_by(self.lanes))
+        }
+    }
+
+    /// First tile of lane `l` in the contiguous split.
+    fn start(&self, l: usize) -> usize {
+        (self.tiles as u128 * l as u128 / self.lanes as u128) as usize
+    }
+
+    /// The lane of tile `k`.
+    fn lane_of(&self, k: usize) -> usize {
+        if self.contiguous {
+            // The last l with start(l) <= k, i.e. l < (k + 1) L / n.
+            let l = ((k as u128 + 1) * self.lanes as u128 - 1) / self.tiles as u128;
+            l as usize
+        } else {
+            k % self.lanes
+        }
+    }
+}
+
+/// The coded neighbours of tile `k` (the tiles to its right, below and
+/// below-right, as tile indices), where they exist in the same plane and
+/// lane. They come after `k` in the lane, so the decoder has them before
+/// it decodes `k`.
+fn neighbours(jobs: &[Job], split: &LaneSplit, k: usize) -> [Option<usize>; 3] {
+    let j = jobs[k];
+    let (right, down) = (j.tx + 1 < j.gx, j.ty + 1 < j.gy);
+    let same_lane = |i: usize| (split.lane_of(i) == split.lane_of(k)).then_some(i);
+    [
+        right.then(|| k + 1).and_then(same_lane),
+        down.then(|| k + j.gx).and_then(same_lane),
+        (right && down).then(|| k + j.gx + 1).and_then(same_lane),
+    ]
+}
+
+/// A tile's coded neighbours as pixel arrays in its own frame.
+type NeighbourPixels = [Option<Vec<u8>>; 3];
+
+/// The context prefix values of a tile coded in orientation `o`.
+fn prefix_values(cfg: &FlowConfig, o: u8, nb: &NeighbourPixels) -> Vec<f32> {
+    coded_prefix(cfg, o, nb[0].as_deref(), nb[1].as_deref(), nb[2].as_deref())
 }
 
 fn geometry(m: &ModelFile) -> TileGeometry {
@@ -151,6 +243,8 @@ fn jobs(images: &[(usize, usize, u8, u8)], models: &ModelSet<'_>) -> Result<Vec<
                         model_channels: mc,
                         tx,
                         ty,
+                        gx,
+                        gy,
                     });
                 }
             }
@@ -203,13 +297,19 @@ pub fn encode_images_with(
     }
     let jobs = jobs(&geo, models)?;
     let lanes = params.lanes as usize;
+    let split = LaneSplit::new(models, &jobs, lanes);
     tracing::debug!(tiles = jobs.len(), lanes, m = params.m, "encoding");
+    let tiles = Tiles {
+        models,
+        planes: &planes,
+        jobs: &jobs,
+        split,
+    };
     let words = (0..lanes)
         .into_par_iter()
         .map(|l| {
             let mut stack = Stack::new();
-            let lane = jobs.iter().skip(l).step_by(lanes);
-            encode_lane(models, &planes, params, true, lane, &mut stack, progress)?;
+            encode_lane(&tiles, params, true, split.lane(l), &mut stack, progress)?;
             if l == 0 {
                 for img in images {
                     if let Some(a) = img.alpha() {
@@ -242,28 +342,57 @@ const LEAD_BITS_PER_VALUE: u64 = 4;
 /// Range of the lead-tile count pushed at the end of each lane.
 const LEAD_COUNT_RANGE: u64 = 1 << 16;
 
-/// Codes one lane's tiles in order on `stack`. With `lead` (the encoder
-/// always; see [`lead`]), tiles are coded with the lead model while the
-/// stack holds fewer than `(m + LEAD_BITS_PER_VALUE)` bits per value of
-/// the next tile, and their count is pushed last; the other tiles go
-/// through the flow, each in its cheapest orientation.
-fn encode_lane<'j>(
-    models: &ModelSet<'_>,
-    planes: &[Vec<Plane>],
+/// What the encoder codes: the planes, the tile list and its lanes.
+#[derive(Clone, Copy)]
+struct Tiles<'a> {
+    models: &'a ModelSet<'a>,
+    planes: &'a [Vec<Plane>],
+    jobs: &'a [Job],
+    split: LaneSplit,
+}
+
+impl Tiles<'_> {
+    fn model(&self, k: usize) -> &ModelFile {
+        self.models
+            .get(self.jobs[k].model_channels)
+            .expect("chosen by the caller")
+    }
+
+    /// Tile `k` as tokens, edges repeated.
+    fn tokens(&self, k: usize) -> Vec<u8> {
+        let j = self.jobs[k];
+        geometry(self.model(k)).extract(&self.planes[j.image][j.plane], j.tx, j.ty)
+    }
+
+    /// The coded neighbours of tile `k` for a context model, else `None`.
+    fn neighbour_pixels(&self, k: usize) -> Option<NeighbourPixels> {
+        let model = self.model(k);
+        model.config().context.then(|| {
+            let geo = geometry(model);
+            neighbours(self.jobs, &self.split, k).map(|n| n.map(|i| geo.to_pixels(&self.tokens(i))))
+        })
+    }
+}
+
+/// Codes one lane's tiles (indices in coding order) on `stack`. With
+/// `lead` (the encoder always; see [`lead`]), tiles are coded with the
+/// lead model while the stack holds fewer than `(m + LEAD_BITS_PER_VALUE)`
+/// bits per value of the next tile, and their count is pushed last; the
+/// other tiles go through the flow, each in its cheapest orientation.
+fn encode_lane(
+    tiles: &Tiles<'_>,
     params: &CodingParams,
     lead: bool,
-    lane: impl Iterator<Item = &'j Job>,
+    lane: impl Iterator<Item = usize>,
     stack: &mut Stack,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<()> {
     let mut leading = lead;
     let mut lead_tiles = 0u64;
-    for job in lane {
-        let model = models
-            .get(job.model_channels)
-            .expect("chosen by the caller");
+    for k in lane {
+        let model = tiles.model(k);
         let geo = geometry(model);
-        let tokens = geo.extract(&planes[job.image][job.plane], job.tx, job.ty);
+        let tokens = tiles.tokens(k);
         let need = (params.m as u64 + LEAD_BITS_PER_VALUE) * tokens.len() as u64;
         leading &= (stack.num_valid_bits() as u64) < need && lead_tiles + 1 < LEAD_COUNT_RANGE;
         if leading {
@@ -271,7 +400,15 @@ fn encode_lane<'j>(
             lead_tiles += 1;
         } else {
             let coder = TileCoder::new(model.network(), params.m as u32);
-            let o = encode_oriented(&coder, &geo, stack, &tokens, params.orientations)?;
+            let nb = tiles.neighbour_pixels(k);
+            let o = encode_oriented(
+                &coder,
+                &geo,
+                stack,
+                &tokens,
+                nb.as_ref(),
+                params.orientations,
+            )?;
             ans::push_uniform(stack, o as u64, ORIENTATIONS as u64)?;
         }
         progress(1);
@@ -280,6 +417,24 @@ fn encode_lane<'j>(
         ans::push_uniform(stack, lead_tiles, LEAD_COUNT_RANGE)?;
     }
     Ok(())
+}
+
+/// Encodes one tile in orientation `o`, with its prefix if the model reads
+/// context (`nb`: its coded neighbours).
+fn encode_in(
+    coder: &TileCoder<'_>,
+    geo: &TileGeometry,
+    stack: &mut Stack,
+    tokens: &[u8],
+    nb: Option<&NeighbourPixels>,
+    o: u8,
+) -> Result<()> {
+    let values = nb.map(|nb| prefix_values(coder.config(), o, nb));
+    let prefix = values.as_deref().map(|values| Prefix {
+        values,
+        corner: corner_after(o),
+    });
+    coder.encode(stack, &geo.orient(tokens, o), prefix)
 }
 
 /// Encodes `tokens` onto `stack` in whichever of the first `tries`
@@ -295,10 +450,11 @@ fn encode_oriented(
     geo: &TileGeometry,
     stack: &mut Stack,
     tokens: &[u8],
+    nb: Option<&NeighbourPixels>,
     tries: u8,
 ) -> Result<u8> {
     if tries <= 1 {
-        coder.encode(stack, tokens)?;
+        encode_in(coder, geo, stack, tokens, nb, 0)?;
         return Ok(0);
     }
     use constriction::stream::Code;
@@ -313,7 +469,7 @@ fn encode_oriented(
         .into_par_iter()
         .map(|o| {
             let mut copy = Stack::from_raw_parts(top.to_vec(), state);
-            coder.encode(&mut copy, &geo.orient(tokens, o))?;
+            encode_in(coder, geo, &mut copy, tokens, nb, o)?;
             Ok((copy.num_valid_bits(), o, copy))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -435,82 +591,142 @@ fn decode_lanes(
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<(usize, Vec<u8>)>> {
     let lanes = stacks.len();
+    let split = LaneSplit::new(models, jobs, lanes);
     let groups = rayon::current_num_threads().clamp(1, lanes);
     let per_group = lanes.div_ceil(groups);
     let results = stacks
         .par_chunks_mut(per_group)
         .enumerate()
-        .map(|(g, group)| decode_group(models, m, jobs, lanes, g * per_group, group, progress))
+        .map(|(g, group)| {
+            let lanes = LaneGroup {
+                models,
+                m,
+                jobs,
+                split,
+                first: g * per_group,
+            };
+            lanes.decode(group, progress)
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(results.into_iter().flatten().collect())
 }
 
-/// Decodes the lanes `first..first + group.len()` in lockstep.
-fn decode_group(
-    models: &ModelSet<'_>,
+/// A group of lanes that decode in lockstep: lanes `first..` of `split`.
+struct LaneGroup<'a> {
+    models: &'a ModelSet<'a>,
     m: u32,
-    jobs: &[Job],
-    lanes: usize,
+    jobs: &'a [Job],
+    split: LaneSplit,
     first: usize,
-    group: &mut [Stack],
-    progress: &(dyn Fn(usize) + Sync),
-) -> Result<Vec<(usize, Vec<u8>)>> {
-    // Each lane decodes its tiles last-encoded first; its first
-    // `lead[g]` tiles are lead tiles.
-    let lists: Vec<Vec<usize>> = (0..group.len())
-        .map(|g| (first + g..jobs.len()).step_by(lanes).rev().collect())
-        .collect();
-    let mut lead_tiles = Vec::with_capacity(group.len());
-    for (stack, list) in group.iter_mut().zip(&lists) {
-        let n = ans::pop_uniform(stack, LEAD_COUNT_RANGE)? as usize;
-        if n > list.len() {
-            return Err(corrupt("more lead tiles than the lane has"));
-        }
-        lead_tiles.push(n);
-    }
-    let is_lead = |g: usize, s: usize| lists[g].len() - 1 - s < lead_tiles[g];
-    let steps = lists.iter().map(Vec::len).max().unwrap_or(0);
-    let mut out = Vec::new();
-    for s in 0..steps {
-        for (g, (stack, list)) in group.iter_mut().zip(&lists).enumerate() {
-            if s < list.len() && is_lead(g, s) {
-                let j = list[s];
-                let geo = geometry(models.get(jobs[j].model_channels).expect("resolved"));
-                let px = lead::pop_tile(stack, geo.tile, geo.channels)?;
-                out.push((j, geo.from_pixels(&px)));
-                progress(1);
+}
+
+impl LaneGroup<'_> {
+    /// Decodes the lanes `first..first + group.len()`; returns every
+    /// decoded tile by job index.
+    fn decode(
+        &self,
+        group: &mut [Stack],
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<HashMap<usize, Vec<u8>>> {
+        // Each lane decodes its tiles last-encoded first; its last
+        // `lead[g]` tiles in that order are lead tiles.
+        let lists: Vec<Vec<usize>> = (0..group.len())
+            .map(|g| self.split.lane(self.first + g).rev().collect())
+            .collect();
+        let mut lead_tiles = Vec::with_capacity(group.len());
+        for (stack, list) in group.iter_mut().zip(&lists) {
+            let n = ans::pop_uniform(stack, LEAD_COUNT_RANGE)? as usize;
+            if n > list.len() {
+                return Err(corrupt("more lead tiles than the lane has"));
             }
+            lead_tiles.push(n);
         }
-        for mc in [1u8, 3] {
-            let Some(model) = models.get(mc) else {
-                continue;
-            };
-            let mut idx = Vec::new();
-            let mut batch: Vec<&mut Stack> = Vec::new();
+        let is_lead = |g: usize, s: usize| lists[g].len() - 1 - s < lead_tiles[g];
+        let steps = lists.iter().map(Vec::len).max().unwrap_or(0);
+        // Tiles decoded so far (in the tile's own frame, as tokens): the
+        // coded neighbours of the tiles still to come.
+        let mut done = HashMap::new();
+        for s in 0..steps {
             for (g, (stack, list)) in group.iter_mut().zip(&lists).enumerate() {
-                let flow = s < list.len() && !is_lead(g, s);
-                if let Some(&j) = list
-                    .get(s)
-                    .filter(|&&j| flow && jobs[j].model_channels == mc)
-                {
-                    idx.push((j, ans::pop_uniform(stack, ORIENTATIONS as u64)? as u8));
-                    batch.push(stack);
+                if s < list.len() && is_lead(g, s) {
+                    let j = list[s];
+                    let geo = geometry(self.model(j));
+                    let px = lead::pop_tile(stack, geo.tile, geo.channels)?;
+                    done.insert(j, geo.from_pixels(&px));
+                    progress(1);
                 }
             }
-            if batch.is_empty() {
-                continue;
+            for mc in [1u8, 3] {
+                let mut batch = Vec::new();
+                for (g, (stack, list)) in group.iter_mut().zip(&lists).enumerate() {
+                    let flow = s < list.len() && !is_lead(g, s);
+                    if let Some(&j) = list
+                        .get(s)
+                        .filter(|&&j| flow && self.jobs[j].model_channels == mc)
+                    {
+                        batch.push((j, stack));
+                    }
+                }
+                if !batch.is_empty() {
+                    let n = batch.len();
+                    self.decode_flow(batch, &mut done)?;
+                    progress(n);
+                }
             }
-            let geo = geometry(model);
-            let tiles = TileCoder::new(model.network(), m).decode_batch(&mut batch)?;
-            progress(tiles.len());
-            out.extend(
-                idx.into_iter()
-                    .zip(tiles)
-                    .map(|((j, o), t)| (j, geo.unorient(&t, o))),
-            );
         }
+        Ok(done)
     }
-    Ok(out)
+
+    fn model(&self, j: usize) -> &ModelFile {
+        self.models
+            .get(self.jobs[j].model_channels)
+            .expect("resolved")
+    }
+
+    /// Decodes one flow tile per lane of `batch` (tile index and stack),
+    /// all of one model, into `done`.
+    fn decode_flow(
+        &self,
+        batch: Vec<(usize, &mut Stack)>,
+        done: &mut HashMap<usize, Vec<u8>>,
+    ) -> Result<()> {
+        let model = self.model(batch[0].0);
+        let geo = geometry(model);
+        let context = model.config().context;
+        let mut idx = Vec::with_capacity(batch.len());
+        let mut stacks = Vec::with_capacity(batch.len());
+        let mut values = Vec::new();
+        for (j, stack) in batch {
+            let o = ans::pop_uniform(stack, ORIENTATIONS as u64)? as u8;
+            if context {
+                let nb = neighbours(self.jobs, &self.split, j).map(|n| {
+                    n.map(|i| {
+                        done.get(&i)
+                            .map(|t| geo.to_pixels(t))
+                            .ok_or_else(|| corrupt("neighbour tile not decoded"))
+                    })
+                    .transpose()
+                });
+                let [a, b, c] = nb;
+                values.push(prefix_values(model.config(), o, &[a?, b?, c?]));
+            }
+            idx.push((j, o));
+            stacks.push(stack);
+        }
+        let prefixes: Vec<Prefix<'_>> = values
+            .iter()
+            .zip(&idx)
+            .map(|(v, &(_, o))| Prefix {
+                values: v,
+                corner: corner_after(o),
+            })
+            .collect();
+        let tiles = TileCoder::new(model.network(), self.m).decode_batch(&mut stacks, &prefixes)?;
+        for ((j, o), t) in idx.into_iter().zip(tiles) {
+            done.insert(j, geo.unorient(&t, o));
+        }
+        Ok(())
+    }
 }
 
 /// Places decoded tiles into planes, rebuilds images and checks them.
@@ -668,17 +884,27 @@ fn startup_bits(
 ) -> Result<i64> {
     let jobs = jobs(geo, models)?;
     let lanes = params.lanes as usize;
+    let split = LaneSplit::new(models, &jobs, lanes);
+    let tiles = Tiles {
+        models,
+        planes,
+        jobs: &jobs,
+        split,
+    };
     let mut total = 0i64;
-    for l in 0..lanes.min(jobs.len()) {
-        let lane = || jobs.iter().skip(l).step_by(lanes).take(STARTUP_TILES);
+    for l in 0..lanes {
+        let lane = || split.lane(l).take(STARTUP_TILES);
+        if lane().next().is_none() {
+            continue;
+        }
         let mut empty = Stack::new();
-        encode_lane(models, planes, params, true, lane(), &mut empty, &|_| {})?;
+        encode_lane(&tiles, params, true, lane(), &mut empty, &|_| {})?;
         let mut rng = crate::model_file::SplitMix::new(1 + l as u64);
         let fill: Vec<u32> = (0..64 * 1024).map(|_| rng.next_u64() as u32 | 1).collect();
         let mut filled =
             Stack::from_compressed(fill).map_err(|_| CodecError::Misuse("fill".into()))?;
         let before = filled.num_valid_bits() as i64;
-        encode_lane(models, planes, params, false, lane(), &mut filled, &|_| {})?;
+        encode_lane(&tiles, params, false, lane(), &mut filled, &|_| {})?;
         let warm = filled.num_valid_bits() as i64 - before;
         total += empty.num_valid_bits() as i64 - warm;
     }
@@ -719,4 +945,92 @@ pub fn coded_bits(
         dims,
         startup_bits: startup,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plane_jobs(gx: usize, gy: usize, planes: usize) -> Vec<Job> {
+        let mut out = Vec::new();
+        for plane in 0..planes {
+            for ty in 0..gy {
+                for tx in 0..gx {
+                    out.push(Job {
+                        image: 0,
+                        plane,
+                        model_channels: 3,
+                        tx,
+                        ty,
+                        gx,
+                        gy,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn lane_of_matches_the_lanes() {
+        for contiguous in [false, true] {
+            for tiles in 1..40 {
+                for lanes in 1..9 {
+                    let split = LaneSplit {
+                        tiles,
+                        lanes,
+                        contiguous,
+                    };
+                    let mut seen = vec![0; tiles];
+                    for l in 0..lanes {
+                        let list: Vec<usize> = split.lane(l).collect();
+                        assert!(list.windows(2).all(|w| w[0] < w[1]));
+                        for k in list {
+                            assert_eq!(split.lane_of(k), l, "{tiles} tiles, {lanes} lanes");
+                            seen[k] += 1;
+                        }
+                    }
+                    assert!(seen.iter().all(|&n| n == 1));
+                }
+            }
+        }
+        let split = LaneSplit {
+            tiles: 10,
+            lanes: 3,
+            contiguous: true,
+        };
+        let lanes: Vec<Vec<usize>> = (0..3).map(|l| split.lane(l).collect()).collect();
+        assert_eq!(lanes, [vec![0, 1, 2], vec![3, 4, 5], vec![6, 7, 8, 9]]);
+    }
+
+    #[test]
+    fn neighbours_stay_in_plane_and_lane() {
+        // Two planes of 3 x 2 tiles: indices 0..6 and 6..12.
+        let jobs = plane_jobs(3, 2, 2);
+        let one = LaneSplit {
+            tiles: 12,
+            lanes: 1,
+            contiguous: true,
+        };
+        assert_eq!(neighbours(&jobs, &one, 0), [Some(1), Some(3), Some(4)]);
+        assert_eq!(neighbours(&jobs, &one, 2), [None, Some(5), None]);
+        assert_eq!(neighbours(&jobs, &one, 4), [Some(5), None, None]);
+        assert_eq!(neighbours(&jobs, &one, 5), [None, None, None]);
+        assert_eq!(neighbours(&jobs, &one, 8), [None, Some(11), None]);
+        // Lanes 0..4 and 4..8: tile 1's below and corner are in lane 1.
+        let three = LaneSplit {
+            tiles: 12,
+            lanes: 3,
+            contiguous: true,
+        };
+        assert_eq!(neighbours(&jobs, &three, 1), [Some(2), None, None]);
+        assert_eq!(neighbours(&jobs, &three, 3), [None, None, None]);
+        // Interleaved over 2 lanes: the right neighbour is never shared.
+        let inter = LaneSplit {
+            tiles: 12,
+            lanes: 2,
+            contiguous: false,
+        };
+        assert_eq!(neighbours(&jobs, &inter, 0), [None, None, Some(4)]);
+    }
 }

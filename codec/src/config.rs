@@ -46,6 +46,18 @@ pub struct FlowConfig {
     /// of models without it keep their bytes (and identity).
     #[serde(default, skip_serializing_if = "is_false")]
     pub intra: bool,
+    /// Context tokens: every block reads, before the tile's tokens, a
+    /// prefix of [`FlowConfig::context_len`] tokens made of the patches
+    /// next to the tile that are already coded (two adjacent sides of the
+    /// ring of patches around the tile and the corner between them; see
+    /// [`crate::context`]), each `D` values and an availability flag. The
+    /// prefix is not transformed; the output after its last token gives
+    /// the first tile token's shift and log-scale. Stored as
+    /// `blocks.{t}.ctx_proj.{weight,bias}` and `blocks.{t}.ctx_pos` (one
+    /// row per ring slot). Off in files that predate it, and left out of
+    /// the JSON when off.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub context: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -75,6 +87,7 @@ impl FlowConfig {
             mlp_ratio: 4,
             classes: 0,
             intra: false,
+            context: false,
         }
     }
 
@@ -92,6 +105,7 @@ impl FlowConfig {
             mlp_ratio: 2,
             classes: 0,
             intra: false,
+            context: false,
         }
     }
 
@@ -109,6 +123,33 @@ impl FlowConfig {
     /// Values per image: `channels * image_size^2`.
     pub fn dims(&self) -> usize {
         self.channels * self.image_size * self.image_size
+    }
+
+    /// Patches per tile side: `image_size / patch`.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch
+    }
+
+    /// Slots of the ring of patches around a tile: `4 g + 4` (see
+    /// [`crate::context`]).
+    pub fn ring_slots(&self) -> usize {
+        4 * self.grid() + 4
+    }
+
+    /// Context tokens before a tile's tokens: `2 g + 1` with
+    /// [`FlowConfig::context`], else 0.
+    pub fn context_len(&self) -> usize {
+        if self.context {
+            2 * self.grid() + 1
+        } else {
+            0
+        }
+    }
+
+    /// Values per context token: a token's `D` values and its
+    /// availability flag.
+    pub fn context_dim(&self) -> usize {
+        self.token_dim() + 1
     }
 
     /// Number of attention heads.
@@ -175,6 +216,11 @@ impl FlowConfig {
             v.push((b("proj_in.weight"), vec![w, d]));
             v.push((b("proj_in.bias"), vec![w]));
             v.push((b("pos_embed"), vec![n, w]));
+            if self.context {
+                v.push((b("ctx_proj.weight"), vec![w, d + 1]));
+                v.push((b("ctx_proj.bias"), vec![w]));
+                v.push((b("ctx_pos"), vec![self.ring_slots(), w]));
+            }
             if self.classes > 0 {
                 v.push((b("class_embed"), vec![self.classes, w]));
             }

@@ -12,7 +12,7 @@
 //!
 //! let cfg = FlowConfig {
 //!     channels: 3, image_size: 4, patch: 2, hidden: 8, blocks: 2, layers: 1,
-//!     head_dim: 4, mlp_ratio: 2, classes: 0, intra: false,
+//!     head_dim: 4, mlp_ratio: 2, classes: 0, intra: false, context: false,
 //! };
 //! let model = ModelFile::from_bytes(&tfc_codec::model_file::random_model_bytes(&cfg, 1, 0.05))?;
 //! let models = ModelSet::single(&model)?;
@@ -26,6 +26,7 @@ pub mod alpha;
 pub mod ans;
 pub mod codec;
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod format;
 pub mod image;

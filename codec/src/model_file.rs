@@ -183,13 +183,17 @@ pub fn random_tensors(
             let gain = name.ends_with("norm.weight");
             // Intra-token weights as large as trained ones get (a value
             // predicted from its neighbours), so the path really shifts.
-            let s = if name.contains("proj_in") || name.contains("pos_embed") {
-                scale * 10.0
-            } else if name.ends_with(".intra") {
-                0.4
-            } else {
-                scale
-            };
+            // Context embeddings as large as the tile tokens' own, so the
+            // prefix really moves the parameters.
+            let s =
+                if name.contains("proj_in") || name.contains("pos_embed") || name.contains(".ctx_")
+                {
+                    scale * 10.0
+                } else if name.ends_with(".intra") {
+                    0.4
+                } else {
+                    scale
+                };
             let v = (0..n)
                 .map(|_| {
                     let r = rng.symmetric();

@@ -14,6 +14,15 @@
 //!
 //! [`crate::reference`] holds a slow, obviously-correct version of the same
 //! computation; tests check that the two agree bit for bit.
+//!
+//! A [`FlowConfig::context`] model reads, before a tile's tokens, a prefix
+//! of [`FlowConfig::context_len`] context tokens ([`Prefix`]). The encoder
+//! runs prefix and tile together ([`Network::block_forward_with`]); the
+//! decoder first primes its KV caches with the prefix in one batched pass
+//! ([`Network::block_prime`], which gives the first tile token's
+//! parameters) and then steps the tile's tokens ([`Network::block_step`]).
+//! Every row of the prefix goes through the same operations in both, so the
+//! two agree bit for bit as well.
 
 use std::collections::HashMap;
 
@@ -260,11 +269,32 @@ pub struct Layer {
     fc2: Linear,
 }
 
+/// The context tokens' embedding of one block: `ctx_proj` and one
+/// position row per ring slot.
+#[derive(Debug, Clone)]
+struct ContextEmbed {
+    proj: Linear,
+    pos: Vec<f32>,
+}
+
+/// The context prefix of one tile, for a [`FlowConfig::context`] model.
+#[derive(Debug, Clone, Copy)]
+pub struct Prefix<'a> {
+    /// `context_len x context_dim` values: per context token its `D`
+    /// values and availability flag (see
+    /// [`crate::context::prefix_values`]).
+    pub values: &'a [f32],
+    /// The corner whose ring slots the tokens fill
+    /// ([`crate::context::prefix_slots`]).
+    pub corner: u8,
+}
+
 /// One flow block: input projection, embeddings, layers, output projection.
 #[derive(Debug, Clone)]
 pub struct Block {
     proj_in: Linear,
     pos: Vec<f32>,
+    ctx: Option<ContextEmbed>,
     class_mean: Option<Vec<f32>>,
     layers: Vec<Layer>,
     proj_out: Linear,
@@ -389,9 +419,18 @@ impl Network {
             let layers = (0..cfg.layers)
                 .map(|k| Layer::load(t, &format!("{p}.layers.{k}"), w, f))
                 .collect::<Result<Vec<_>>>()?;
+            let ctx = if cfg.context {
+                Some(ContextEmbed {
+                    proj: lin("ctx_proj", w, d + 1)?,
+                    pos: get(t, &format!("{p}.ctx_pos"))?.to_vec(),
+                })
+            } else {
+                None
+            };
             blocks.push(Block {
                 proj_in: lin("proj_in", w, d)?,
                 pos: get(t, &format!("{p}.pos_embed"))?.to_vec(),
+                ctx,
                 class_mean,
                 layers,
                 proj_out: lin("proj_out", 2 * d, w)?,
@@ -442,42 +481,136 @@ impl Network {
         acc
     }
 
-    /// Block `t` on a whole sequence: `x` holds `rows` tokens in the
-    /// block's reading order (`rows <= tokens`); returns `rows x 2D` raw
-    /// outputs (`a` then `mu` of the *next* token).
+    /// Whether the blocks read a context prefix ([`FlowConfig::context`]).
+    pub fn has_context(&self) -> bool {
+        self.cfg.context
+    }
+
+    /// Block `t` on a whole sequence of a model without context: `x`
+    /// holds `rows` tokens in the block's reading order (`rows <= tokens`);
+    /// returns `rows x 2D` raw outputs (`a` then `mu` of the *next* token).
+    /// Same as [`Self::block_forward_with`] without a prefix.
     pub fn block_forward(&self, t: usize, x: &[f32]) -> Vec<f32> {
+        self.block_forward_with(t, None, x)
+    }
+
+    /// Block `t` on a whole sequence: the context `prefix` (required for
+    /// a [`FlowConfig::context`] model, else `None`) followed by `rows`
+    /// tile tokens `x` in the block's reading order (`rows <= tokens`).
+    /// Returns the raw outputs (`a` then `mu`, `2D` values a row) from the
+    /// last prefix token on: with a prefix, `rows + 1` rows, row `j` for
+    /// tile token `j`; without, `rows` rows, row `j` for token `j + 1`.
+    ///
+    /// # Panics
+    /// If the prefix is given to a model without context, missing for one
+    /// with, or of the wrong length.
+    pub fn block_forward_with(&self, t: usize, prefix: Option<Prefix<'_>>, x: &[f32]) -> Vec<f32> {
         let cfg = &self.cfg;
         let blk = &self.blocks[t];
         let (w, d) = (cfg.hidden, cfg.token_dim());
-        let rows = x.len() / d;
+        let c = self.checked_prefix_len(prefix.as_slice());
+        let rows = c + x.len() / d;
         let mut s = Scratch::default();
         let mut hbuf = vec![0f32; rows * w];
-        let h = hbuf.as_mut_slice();
-        blk.proj_in.forward(x, h);
-        for (i, hr) in h.chunks_mut(w).enumerate() {
+        let (hc, ht) = hbuf.split_at_mut(c * w);
+        if let Some(p) = prefix {
+            blk.embed_context(p, cfg.grid(), hc);
+        }
+        blk.proj_in.forward(x, ht);
+        for (i, hr) in ht.chunks_mut(w).enumerate() {
             blk.add_embeddings(hr, self.raster_pos(t, i), w);
         }
-        for layer in &blk.layers {
-            layer.forward_all(
-                h,
-                rows,
-                w,
-                cfg.head_dim,
-                &mut s.norm,
-                &mut s.wide,
-                &mut s.att,
-                &mut s.tmp,
-            );
+        for (l, layer) in blk.layers.iter().enumerate() {
+            // Only the rows from the last prefix token on give outputs, so
+            // the last layer takes the other prefix rows no further than
+            // their keys and values.
+            let from = if l + 1 == blk.layers.len() {
+                c.saturating_sub(1)
+            } else {
+                0
+            };
+            layer.forward_all(&mut hbuf, w, cfg.head_dim, from, &mut s);
         }
-        let mut out = vec![0f32; rows * 2 * d];
+        let skipped = if blk.layers.is_empty() {
+            c.saturating_sub(1)
+        } else {
+            0
+        };
+        let h = &hbuf[skipped * w..];
+        let mut out = vec![0f32; h.len() / w * 2 * d];
         blk.proj_out.forward(h, &mut out);
+        out
+    }
+
+    /// Context tokens per prefix after checking `prefixes` against the
+    /// model: none, or each of `context_len x context_dim` values.
+    fn checked_prefix_len(&self, prefixes: &[Prefix<'_>]) -> usize {
+        let cfg = &self.cfg;
+        if prefixes.is_empty() {
+            assert!(!cfg.context, "a context model needs a prefix");
+            return 0;
+        }
+        assert!(cfg.context, "a prefix given to a model without context");
+        let c = cfg.context_len();
+        for p in prefixes {
+            assert_eq!(p.values.len(), c * cfg.context_dim(), "prefix length");
+            assert!(p.corner < 4, "prefix corner");
+        }
+        c
+    }
+
+    /// Primes one KV cache per lane (empty before) of block `t` with the
+    /// lane's context prefix, all lanes and prefix tokens in one batched
+    /// pass. Returns `lanes x 2D` raw outputs: the parameters of tile
+    /// token 0, exactly as [`Self::block_forward_with`] computes them. The
+    /// tile's tokens then follow with [`Self::block_step`].
+    ///
+    /// # Panics
+    /// If the model has no context, or a prefix has the wrong length.
+    pub fn block_prime(
+        &self,
+        t: usize,
+        prefixes: &[Prefix<'_>],
+        caches: &mut [KvCache],
+    ) -> Vec<f32> {
+        let cfg = &self.cfg;
+        let blk = &self.blocks[t];
+        let (w, d) = (cfg.hidden, cfg.token_dim());
+        let lanes = prefixes.len();
+        debug_assert_eq!(lanes, caches.len());
+        if lanes == 0 {
+            return Vec::new();
+        }
+        let c = self.checked_prefix_len(prefixes);
+        let mut s = Scratch::default();
+        let mut h = vec![0f32; lanes * c * w];
+        for (p, hl) in prefixes.iter().zip(h.chunks_mut(c * w)) {
+            blk.embed_context(*p, cfg.grid(), hl);
+        }
+        let mut rows_per_lane = c;
+        for (l, layer) in blk.layers.iter().enumerate() {
+            // The last layer's outputs are needed only for the last prefix
+            // token; its keys and values come before attention.
+            let last_only = l + 1 == blk.layers.len();
+            layer.forward_prime(&mut h, c, w, cfg.head_dim, l, caches, &mut s, last_only);
+            if last_only {
+                rows_per_lane = 1;
+            }
+        }
+        let last: Vec<f32> = h
+            .chunks(rows_per_lane * w)
+            .flat_map(|hl| hl[(rows_per_lane - 1) * w..].iter().copied())
+            .collect();
+        let mut out = vec![0f32; lanes * 2 * d];
+        blk.proj_out.forward(&last, &mut out);
         out
     }
 
     /// Block `t`, token `i` of its reading order, for a batch of lanes:
     /// `x` holds one token per lane, `caches` one KV cache per lane (holding
-    /// tokens `0..i`). Returns `lanes x 2D` raw outputs. Every element is
-    /// computed exactly as in [`Self::block_forward`].
+    /// the prefix, if any, and tokens `0..i`). Returns `lanes x 2D` raw
+    /// outputs, the parameters of token `i + 1`. Every element is computed
+    /// exactly as in [`Self::block_forward_with`].
     pub fn block_step(&self, t: usize, i: usize, x: &[f32], caches: &mut [KvCache]) -> Vec<f32> {
         let cfg = &self.cfg;
         let blk = &self.blocks[t];
@@ -492,8 +625,9 @@ impl Network {
         for hr in h.chunks_mut(w) {
             blk.add_embeddings(hr, pos, w);
         }
+        let seq = cfg.context_len() + i;
         for (l, layer) in blk.layers.iter().enumerate() {
-            layer.forward_step(h, rows, w, cfg.head_dim, i, l, caches, &mut s);
+            layer.forward_step(h, rows, w, cfg.head_dim, seq, l, caches, &mut s);
         }
         let mut out = vec![0f32; rows * 2 * d];
         blk.proj_out.forward(h, &mut out);
@@ -512,13 +646,31 @@ pub fn raster_pos(t: usize, i: usize, n: usize) -> usize {
 
 impl Block {
     fn add_embeddings(&self, hr: &mut [f32], pos: usize, w: usize) {
-        for (a, &p) in hr.iter_mut().zip(&self.pos[pos * w..(pos + 1) * w]) {
+        self.add_position_and_class(hr, &self.pos[pos * w..(pos + 1) * w]);
+    }
+
+    /// `h += pos`, then `h += class mean` (if any), element by element.
+    fn add_position_and_class(&self, hr: &mut [f32], pos: &[f32]) {
+        for (a, &p) in hr.iter_mut().zip(pos) {
             *a += p;
         }
         if let Some(cm) = &self.class_mean {
             for (a, &c) in hr.iter_mut().zip(cm) {
                 *a += c;
             }
+        }
+    }
+
+    /// The context tokens' inputs to the layers:
+    /// `ctx_proj(v_c) + ctx_pos[slot_c] (+ class mean)`, into `h`
+    /// (`context_len x W`).
+    fn embed_context(&self, prefix: Prefix<'_>, g: usize, h: &mut [f32]) {
+        let ctx = self.ctx.as_ref().expect("checked: the model has context");
+        let w = ctx.proj.n_out();
+        ctx.proj.forward(prefix.values, h);
+        let slots = crate::context::prefix_slots(g, prefix.corner);
+        for (hr, slot) in h.chunks_mut(w).zip(slots) {
+            self.add_position_and_class(hr, &ctx.pos[slot * w..(slot + 1) * w]);
         }
     }
 }
@@ -537,22 +689,16 @@ fn norm_rows(h: &[f32], w: usize, norm: &(Vec<f32>, Vec<f32>), out: &mut Vec<f32
 }
 
 impl Layer {
-    #[allow(clippy::too_many_arguments)]
-    fn forward_all(
-        &self,
-        h: &mut [f32],
-        rows: usize,
-        w: usize,
-        hd: usize,
-        norm: &mut Vec<f32>,
-        wide: &mut Vec<f32>,
-        att: &mut Vec<f32>,
-        tmp: &mut Vec<f32>,
-    ) {
-        norm_rows(h, w, &self.attn_norm, norm);
-        let qkv = resized(wide, rows * 3 * w);
-        self.qkv.forward(norm, qkv);
-        let att = resized(att, rows * w);
+    /// The layer on all rows of `h` (`rows x W`), each row attending to
+    /// itself and the rows before it. Rows before `from` only lend their
+    /// keys and values: they are dropped from `h`, which keeps the rows
+    /// `from..` as they come out of the layer.
+    fn forward_all(&self, h: &mut Vec<f32>, w: usize, hd: usize, from: usize, s: &mut Scratch) {
+        let rows = h.len() / w;
+        norm_rows(h, w, &self.attn_norm, &mut s.norm);
+        let qkv = resized(&mut s.wide, rows * 3 * w);
+        self.qkv.forward(&s.norm, qkv);
+        let att = resized(&mut s.att, (rows - from) * w);
         let kv = KvLayout {
             data: qkv,
             stride: 3 * w,
@@ -561,13 +707,18 @@ impl Layer {
         };
         att.par_chunks_mut(w)
             .enumerate()
-            .for_each_init(Vec::new, |scores, (i, o)| {
+            .for_each_init(Vec::new, |scores, (r, o)| {
+                let i = from + r;
                 attend_row(&qkv[i * 3 * w..i * 3 * w + w], kv, i + 1, hd, scores, o);
             });
-        let t = resized(tmp, rows * w);
+        if from > 0 {
+            h.drain(..from * w);
+        }
+        let rows = rows - from;
+        let t = resized(&mut s.tmp, rows * w);
         self.attn_proj.forward(att, t);
         add_into(h, t);
-        self.mlp(h, rows, w, norm, wide, tmp);
+        self.mlp(h, rows, w, &mut s.norm, &mut s.wide, &mut s.tmp);
     }
 
     fn mlp(
@@ -597,7 +748,7 @@ impl Layer {
         rows: usize,
         w: usize,
         hd: usize,
-        i: usize,
+        seq: usize,
         l: usize,
         caches: &mut [KvCache],
         s: &mut Scratch,
@@ -610,7 +761,7 @@ impl Layer {
         for (r, cache) in caches.iter_mut().enumerate() {
             let row = &qkv[r * 3 * w..(r + 1) * 3 * w];
             let c = &mut cache.layers[l];
-            debug_assert_eq!(c.len(), i * 2 * w);
+            debug_assert_eq!(c.len(), seq * 2 * w);
             c.extend_from_slice(&row[w..3 * w]);
             let kv = KvLayout {
                 data: c,
@@ -621,12 +772,76 @@ impl Layer {
             attend_row(
                 &row[..w],
                 kv,
-                i + 1,
+                seq + 1,
                 hd,
                 &mut scores,
                 &mut att[r * w..(r + 1) * w],
             );
         }
+        let t = resized(&mut s.tmp, rows * w);
+        self.attn_proj.forward(att, t);
+        add_into(h, t);
+        self.mlp(h, rows, w, &mut s.norm, &mut s.wide, &mut s.tmp);
+    }
+}
+
+impl Layer {
+    /// The layer on `c` prefix tokens per lane (`h`: lanes x c rows),
+    /// storing their keys and values in the lanes' empty caches. Each row
+    /// attends to itself and the rows before it, as in
+    /// [`Layer::forward_all`]. With `last_only`, only each lane's last row
+    /// goes on through attention and MLP, and `h` keeps only those rows.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_prime(
+        &self,
+        h: &mut Vec<f32>,
+        c: usize,
+        w: usize,
+        hd: usize,
+        l: usize,
+        caches: &mut [KvCache],
+        s: &mut Scratch,
+        last_only: bool,
+    ) {
+        let lanes = caches.len();
+        norm_rows(h, w, &self.attn_norm, &mut s.norm);
+        let qkv = resized(&mut s.wide, lanes * c * 3 * w);
+        self.qkv.forward(&s.norm, qkv);
+        let first = if last_only { c - 1 } else { 0 };
+        let att = resized(&mut s.att, lanes * (c - first) * w);
+        let mut scores = Vec::new();
+        for (lane, cache) in caches.iter_mut().enumerate() {
+            let q = &qkv[lane * c * 3 * w..(lane + 1) * c * 3 * w];
+            let kv = &mut cache.layers[l];
+            debug_assert!(kv.is_empty());
+            for row in q.chunks(3 * w) {
+                kv.extend_from_slice(&row[w..3 * w]);
+            }
+            let layout = KvLayout {
+                data: kv,
+                stride: 2 * w,
+                k_off: 0,
+                v_off: w,
+            };
+            let out = &mut att[lane * (c - first) * w..(lane + 1) * (c - first) * w];
+            for (j, o) in (first..c).zip(out.chunks_mut(w)) {
+                attend_row(
+                    &q[j * 3 * w..j * 3 * w + w],
+                    layout,
+                    j + 1,
+                    hd,
+                    &mut scores,
+                    o,
+                );
+            }
+        }
+        if last_only {
+            *h = h
+                .chunks(c * w)
+                .flat_map(|hl| hl[(c - 1) * w..].iter().copied())
+                .collect();
+        }
+        let rows = h.len() / w;
         let t = resized(&mut s.tmp, rows * w);
         self.attn_proj.forward(att, t);
         add_into(h, t);

@@ -4,8 +4,9 @@
 //! fast path matches it bit for bit.
 
 use crate::config::LN_EPS;
+use crate::context::prefix_slots;
 use crate::model_file::ModelFile;
-use crate::net::raster_pos;
+use crate::net::{raster_pos, Prefix};
 
 fn tensor<'a>(m: &'a ModelFile, name: &str) -> &'a [f32] {
     m.tensor(name).expect("validated model holds every tensor")
@@ -87,19 +88,22 @@ fn attention(qkv: &[f32], rows: usize, w: usize, hd: usize) -> Vec<f32> {
 /// Block `t` on `rows` tokens given in the block's reading order; returns
 /// `rows x 2D` outputs, like [`crate::net::Network::block_forward`].
 pub fn block_forward(model: &ModelFile, t: usize, x: &[f32]) -> Vec<f32> {
+    block_forward_with(model, t, None, x)
+}
+
+/// Block `t` on the context prefix (if any) and `rows` tile tokens in the
+/// block's reading order; returns the outputs from the last prefix token
+/// on, like [`crate::net::Network::block_forward_with`].
+pub fn block_forward_with(
+    model: &ModelFile,
+    t: usize,
+    prefix: Option<Prefix<'_>>,
+    x: &[f32],
+) -> Vec<f32> {
     let cfg = model.config();
     let (w, d, n) = (cfg.hidden, cfg.token_dim(), cfg.tokens());
     let f = w * cfg.mlp_ratio;
-    let rows = x.len() / d;
     let p = |s: &str| format!("blocks.{t}.{s}");
-    let mut h = linear(
-        x,
-        tensor(model, &p("proj_in.weight")),
-        tensor(model, &p("proj_in.bias")),
-        d,
-        w,
-    );
-    let pos = tensor(model, &p("pos_embed"));
     let class_mean: Option<Vec<f32>> = (cfg.classes > 0).then(|| {
         let emb = tensor(model, &p("class_embed"));
         (0..w)
@@ -112,15 +116,48 @@ pub fn block_forward(model: &ModelFile, t: usize, x: &[f32]) -> Vec<f32> {
             })
             .collect()
     });
-    for i in 0..rows {
-        let r = raster_pos(t, i, n);
+    // Embedding rows: `h = proj(v) + pos`, then `+ class mean`.
+    let embed = |h: &mut [f32], pos: &[f32]| {
         for k in 0..w {
-            h[i * w + k] += pos[r * w + k];
+            h[k] += pos[k];
             if let Some(cm) = &class_mean {
-                h[i * w + k] += cm[k];
+                h[k] += cm[k];
             }
         }
+    };
+    let mut h = Vec::new();
+    let c = match prefix {
+        Some(pre) => {
+            let mut hc = linear(
+                pre.values,
+                tensor(model, &p("ctx_proj.weight")),
+                tensor(model, &p("ctx_proj.bias")),
+                d + 1,
+                w,
+            );
+            let pos = tensor(model, &p("ctx_pos"));
+            for (j, s) in prefix_slots(cfg.grid(), pre.corner).into_iter().enumerate() {
+                embed(&mut hc[j * w..(j + 1) * w], &pos[s * w..(s + 1) * w]);
+            }
+            h.extend(hc);
+            cfg.context_len()
+        }
+        None => 0,
+    };
+    let mut ht = linear(
+        x,
+        tensor(model, &p("proj_in.weight")),
+        tensor(model, &p("proj_in.bias")),
+        d,
+        w,
+    );
+    let pos = tensor(model, &p("pos_embed"));
+    for i in 0..x.len() / d {
+        let r = raster_pos(t, i, n);
+        embed(&mut ht[i * w..(i + 1) * w], &pos[r * w..(r + 1) * w]);
     }
+    h.extend(ht);
+    let rows = h.len() / w;
     for l in 0..cfg.layers {
         let q = |s: &str| tensor(model, &p(&format!("layers.{l}.{s}")));
         let a = layer_norm(&h, q("attn_norm.weight"), q("attn_norm.bias"), w);
@@ -141,7 +178,7 @@ pub fn block_forward(model: &ModelFile, t: usize, x: &[f32]) -> Vec<f32> {
         }
     }
     linear(
-        &h,
+        &h[c.saturating_sub(1) * w..],
         tensor(model, &p("proj_out.weight")),
         tensor(model, &p("proj_out.bias")),
         w,

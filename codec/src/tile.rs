@@ -15,6 +15,12 @@
 //! 2. split `Y` into the pixel `x = (Y >> m) + 128` and push the sub-pixel
 //!    `U = Y mod 2^m`.
 //!
+//! A [`crate::config::FlowConfig::context`] model reads a context prefix
+//! per tile ([`Prefix`]) before the tile's tokens; then token 0 has the
+//! parameters the network gives after the prefix's last token and is
+//! coded like every other token (shift, scale, intra step, prior), and
+//! the decoder primes its caches with the prefix before each block.
+//!
 //! Popping the prior lazily means the encoder pushes each latent of the
 //! last block right after computing it, so the bits that block borrows
 //! from the stack are paid back token by token. That matters for the first
@@ -26,7 +32,7 @@ use crate::error::{corrupt, CodecError, Result};
 use crate::lattice::{
     pop_below_r, pop_prior, push_below_r, push_prior, scale_numerator, Lattice, LIMIT, S,
 };
-use crate::net::{KvCache, Network};
+use crate::net::{KvCache, Network, Prefix};
 
 /// Codes tiles of one model at one lattice precision.
 #[derive(Debug, Clone, Copy)]
@@ -108,8 +114,32 @@ impl<'a> TileCoder<'a> {
         y.iter().map(|&v| self.lat.to_model(v)).collect()
     }
 
-    /// Encodes one tile given as `N x D` pixel values in token order.
-    pub fn encode(&self, stack: &mut Stack, tokens: &[u8]) -> Result<()> {
+    /// Checks that `prefixes` (one per tile) suit the model: one for each
+    /// of `tiles` tiles with context, none without.
+    fn check_prefixes(&self, prefixes: &[Prefix<'_>], tiles: usize) -> Result<()> {
+        let cfg = self.net.config();
+        let want = if cfg.context { tiles } else { 0 };
+        let len = cfg.context_len() * cfg.context_dim();
+        if prefixes.len() != want
+            || prefixes
+                .iter()
+                .any(|p| p.values.len() != len || p.corner > 3)
+        {
+            return Err(CodecError::Misuse(format!(
+                "the model needs {want} context prefixes of {len} values"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Encodes one tile given as `N x D` pixel values in token order, with
+    /// its context prefix for a model with context (else `None`).
+    pub fn encode(
+        &self,
+        stack: &mut Stack,
+        tokens: &[u8],
+        prefix: Option<Prefix<'_>>,
+    ) -> Result<()> {
         let cfg = self.net.config();
         let (n, d, m) = (cfg.tokens(), cfg.token_dim(), self.lat.m);
         if tokens.len() != n * d {
@@ -117,13 +147,14 @@ impl<'a> TileCoder<'a> {
                 "tile has the wrong number of values".into(),
             ));
         }
+        self.check_prefixes(prefix.as_slice(), 1)?;
         let mut y = vec![0i64; n * d];
         for e in (0..n * d).rev() {
             let u = ans::pop_uniform(stack, 1 << m)? as i64;
             y[e] = ((tokens[e] as i64 - 128) << m) + u;
         }
         for t in 0..cfg.blocks {
-            self.encode_block(stack, t, &mut y)?;
+            self.encode_block(stack, t, &mut y, prefix)?;
         }
         Ok(())
     }
@@ -142,57 +173,89 @@ impl<'a> TileCoder<'a> {
 
     /// Encodes block `t`; the last block also pushes each latent under
     /// the prior as soon as it is known.
-    fn encode_block(&self, stack: &mut Stack, t: usize, y: &mut [i64]) -> Result<()> {
+    fn encode_block(
+        &self,
+        stack: &mut Stack,
+        t: usize,
+        y: &mut [i64],
+        prefix: Option<Prefix<'_>>,
+    ) -> Result<()> {
         let cfg = self.net.config();
         let (n, d) = (cfg.tokens(), cfg.token_dim());
         let last = t + 1 == cfg.blocks;
-        if n >= 2 {
-            let out = self.net.block_forward(t, &self.block_input(t, y, n - 1));
-            let intra = self.net.has_intra();
-            for i in (1..n).rev() {
-                let row = &out[(i - 1) * 2 * d..i * 2 * d];
+        // Tokens before `first` have no parameters: token 0 without context.
+        let first = usize::from(prefix.is_none());
+        if n > first {
+            let out = self
+                .net
+                .block_forward_with(t, prefix, &self.block_input(t, y, n - 1));
+            for i in (first..n).rev() {
+                let row = &out[(i - first) * 2 * d..(i - first + 1) * 2 * d];
                 let r = self.net.raster_pos(t, i);
+                self.encode_token(stack, t, &mut y[r * d..(r + 1) * d], row, last)?;
+            }
+        }
+        if first == 1 {
+            let r = self.net.raster_pos(t, 0);
+            if self.net.has_intra() {
+                self.intra_forward(t, &mut y[r * d..(r + 1) * d])?;
+            }
+            if last {
                 for k in (0..d).rev() {
-                    let p = self.params(row, d, k);
-                    let z = scale_forward(stack, y[r * d + k], p)?;
-                    y[r * d + k] = z;
-                    if last && !intra {
-                        push_prior(stack, self.lat, z)?;
-                    }
-                }
-                if intra {
-                    // The intra step needs the whole token, so the last
-                    // block pushes the token's latents after it.
-                    self.intra_forward(t, &mut y[r * d..(r + 1) * d])?;
-                    if last {
-                        for k in (0..d).rev() {
-                            push_prior(stack, self.lat, y[r * d + k])?;
-                        }
-                    }
+                    push_prior(stack, self.lat, y[r * d + k])?;
                 }
             }
         }
-        let r = self.net.raster_pos(t, 0);
-        if self.net.has_intra() {
-            self.intra_forward(t, &mut y[r * d..(r + 1) * d])?;
+        Ok(())
+    }
+
+    /// Encodes one token of block `t` with its network output `row`.
+    fn encode_token(
+        &self,
+        stack: &mut Stack,
+        t: usize,
+        token: &mut [i64],
+        row: &[f32],
+        last: bool,
+    ) -> Result<()> {
+        let d = token.len();
+        let intra = self.net.has_intra();
+        for k in (0..d).rev() {
+            let p = self.params(row, d, k);
+            let z = scale_forward(stack, token[k], p)?;
+            token[k] = z;
+            if last && !intra {
+                push_prior(stack, self.lat, z)?;
+            }
         }
-        if last {
-            for k in (0..d).rev() {
-                push_prior(stack, self.lat, y[r * d + k])?;
+        if intra {
+            // The intra step needs the whole token, so the last block
+            // pushes the token's latents after it.
+            self.intra_forward(t, token)?;
+            if last {
+                for &z in token.iter().rev() {
+                    push_prior(stack, self.lat, z)?;
+                }
             }
         }
         Ok(())
     }
 
     /// Decodes one tile from each stack, all in lockstep so that the
-    /// network runs on the lanes as one batch. Returns `N x D` pixel values
-    /// in token order per stack.
-    pub fn decode_batch(&self, stacks: &mut [&mut Stack]) -> Result<Vec<Vec<u8>>> {
+    /// network runs on the lanes as one batch. `prefixes` holds each
+    /// tile's context prefix for a model with context, and is empty
+    /// otherwise. Returns `N x D` pixel values in token order per stack.
+    pub fn decode_batch(
+        &self,
+        stacks: &mut [&mut Stack],
+        prefixes: &[Prefix<'_>],
+    ) -> Result<Vec<Vec<u8>>> {
         let cfg = self.net.config();
         let (nd, m) = (cfg.tokens() * cfg.token_dim(), self.lat.m);
+        self.check_prefixes(prefixes, stacks.len())?;
         let mut ys = vec![vec![0i64; nd]; stacks.len()];
         for t in (0..cfg.blocks).rev() {
-            self.decode_block(stacks, t, &mut ys)?;
+            self.decode_block(stacks, t, &mut ys, prefixes)?;
         }
         let mut out = Vec::with_capacity(stacks.len());
         for (s, y) in stacks.iter_mut().zip(&ys) {
@@ -210,25 +273,26 @@ impl<'a> TileCoder<'a> {
         Ok(out)
     }
 
-    fn decode_block(&self, stacks: &mut [&mut Stack], t: usize, ys: &mut [Vec<i64>]) -> Result<()> {
+    fn decode_block(
+        &self,
+        stacks: &mut [&mut Stack],
+        t: usize,
+        ys: &mut [Vec<i64>],
+        prefixes: &[Prefix<'_>],
+    ) -> Result<()> {
         let cfg = self.net.config();
         let (n, d) = (cfg.tokens(), cfg.token_dim());
         let last = t + 1 == cfg.blocks;
         let r0 = self.net.raster_pos(t, 0);
-        if last {
-            for (s, y) in stacks.iter_mut().zip(ys.iter_mut()) {
-                for v in &mut y[r0 * d..(r0 + 1) * d] {
-                    *v = pop_prior(s, self.lat)?;
-                }
-            }
-        }
-        let intra = self.net.has_intra();
-        if intra {
-            for y in ys.iter_mut() {
-                self.intra_inverse(t, &mut y[r0 * d..(r0 + 1) * d])?;
-            }
-        }
         let mut caches = vec![KvCache::new(cfg.layers); stacks.len()];
+        if cfg.context {
+            let out = self.net.block_prime(t, prefixes, &mut caches);
+            for ((s, y), row) in stacks.iter_mut().zip(ys.iter_mut()).zip(out.chunks(2 * d)) {
+                self.decode_token(s, t, &mut y[r0 * d..(r0 + 1) * d], row, last)?;
+            }
+        } else {
+            self.decode_first_token(stacks, t, ys, last)?;
+        }
         for i in 1..n {
             let prev = self.net.raster_pos(t, i - 1);
             let mut x = Vec::with_capacity(stacks.len() * d);
@@ -242,25 +306,65 @@ impl<'a> TileCoder<'a> {
             let out = self.net.block_step(t, i - 1, &x, &mut caches);
             let r = self.net.raster_pos(t, i);
             for ((s, y), row) in stacks.iter_mut().zip(ys.iter_mut()).zip(out.chunks(2 * d)) {
-                let token = &mut y[r * d..(r + 1) * d];
-                if intra {
-                    if last {
-                        for v in token.iter_mut() {
-                            *v = pop_prior(s, self.lat)?;
-                        }
-                    }
-                    self.intra_inverse(t, token)?;
-                }
-                for (k, v) in token.iter_mut().enumerate() {
-                    let p = self.params(row, d, k);
-                    let z = if last && !intra {
-                        pop_prior(s, self.lat)?
-                    } else {
-                        *v
-                    };
-                    *v = scale_inverse(s, z, p)?;
+                self.decode_token(s, t, &mut y[r * d..(r + 1) * d], row, last)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Token 0 of block `t` of a model without context: `a = mu = 0`, so
+    /// only the prior (in the last block) and the intra step, if any.
+    fn decode_first_token(
+        &self,
+        stacks: &mut [&mut Stack],
+        t: usize,
+        ys: &mut [Vec<i64>],
+        last: bool,
+    ) -> Result<()> {
+        let d = self.net.config().token_dim();
+        let r0 = self.net.raster_pos(t, 0);
+        for (s, y) in stacks.iter_mut().zip(ys.iter_mut()) {
+            let token = &mut y[r0 * d..(r0 + 1) * d];
+            if last {
+                for v in token.iter_mut() {
+                    *v = pop_prior(s, self.lat)?;
                 }
             }
+            if self.net.has_intra() {
+                self.intra_inverse(t, token)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes one token of block `t` with its network output `row`: the
+    /// inverse of [`Self::encode_token`].
+    fn decode_token(
+        &self,
+        s: &mut Stack,
+        t: usize,
+        token: &mut [i64],
+        row: &[f32],
+        last: bool,
+    ) -> Result<()> {
+        let d = token.len();
+        let intra = self.net.has_intra();
+        if intra {
+            if last {
+                for v in token.iter_mut() {
+                    *v = pop_prior(s, self.lat)?;
+                }
+            }
+            self.intra_inverse(t, token)?;
+        }
+        for (k, v) in token.iter_mut().enumerate() {
+            let p = self.params(row, d, k);
+            let z = if last && !intra {
+                pop_prior(s, self.lat)?
+            } else {
+                *v
+            };
+            *v = scale_inverse(s, z, p)?;
         }
         Ok(())
     }

@@ -23,6 +23,7 @@ fn configs() -> Vec<FlowConfig> {
             layers: 2,
             classes: 5,
             intra: false,
+            context: false,
             ..base.clone()
         },
         FlowConfig {

@@ -11,6 +11,8 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use tfc_codec::config::FlowConfig;
+use tfc_codec::context;
 
 /// Where the Debian package `dataset-fashion-mnist` puts its files.
 pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
@@ -173,6 +175,39 @@ impl Dataset {
         }
     }
 
+    /// The context prefix of each tile of [`Self::tiles`] (same order), as
+    /// the codec gives it to a tile coded unturned: the tiles to the
+    /// right, below and below-right, where they are among those tiles.
+    pub fn tile_contexts(&self, cfg: &FlowConfig) -> Vec<Vec<f32>> {
+        let size = cfg.image_size;
+        let mut out = Vec::new();
+        for img in &self.images {
+            let (gx, gy) = (img.width / size, img.height / size);
+            let tile = |tx: usize, ty: usize| -> Option<Vec<u8>> {
+                (tx < gx && ty < gy).then(|| {
+                    let planar = img.crop(ty * size, tx * size, size, false);
+                    let n = size * size;
+                    (0..n * img.channels)
+                        .map(|i| planar[(i % img.channels) * n + i / img.channels])
+                        .collect()
+                })
+            };
+            for ty in 0..gy {
+                for tx in 0..gx {
+                    let (r, b, c) = (tile(tx + 1, ty), tile(tx, ty + 1), tile(tx + 1, ty + 1));
+                    out.push(context::coded_prefix(
+                        cfg,
+                        0,
+                        r.as_deref(),
+                        b.as_deref(),
+                        c.as_deref(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// Every non-overlapping `size x size` tile lying fully inside an image,
     /// raster order, image by image; labels follow their images.
     pub fn tiles(&self, size: usize) -> (Vec<Vec<u8>>, Vec<Option<u32>>) {
@@ -190,13 +225,34 @@ impl Dataset {
     }
 }
 
+/// Probability that a part of a training tile's context (its horizontal
+/// side, its vertical side, its corner) is available, where the image has
+/// it: coded tiles mostly have both neighbours, but not at the image's
+/// edges and a lane's start.
+pub const CONTEXT_KEEP: f64 = 0.9;
+
+/// One training batch.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// `n` crops, each `C*size*size`, planar.
+    pub px: Vec<u8>,
+    /// Their labels.
+    pub labels: Vec<Option<u32>>,
+    /// For a context model: every crop's prefix values and its corner.
+    pub context: Option<(Vec<f32>, Vec<u8>)>,
+}
+
 /// Draws random training batches: images uniformly at random, a random crop
-/// of each, and a random horizontal flip. It keeps no state besides the
-/// RNG it is given, so a resumed run draws the same batches.
+/// of each, and a random horizontal flip; for a context model also a
+/// random corner, and the ring of patches next to it read from the image
+/// around the crop (flipped with it), each part kept with probability
+/// [`CONTEXT_KEEP`]. It keeps no state besides the RNG it is given, so a
+/// resumed run draws the same batches.
 pub struct Sampler {
     usable: Vec<usize>,
     size: usize,
     flip: bool,
+    context: Option<FlowConfig>,
 }
 
 impl Sampler {
@@ -211,13 +267,26 @@ impl Sampler {
                 data.description
             )));
         }
-        Ok(Self { usable, size, flip })
+        Ok(Self {
+            usable,
+            size,
+            flip,
+            context: None,
+        })
     }
 
-    /// `n` crops (each `C*size*size`, planar) and their labels.
-    pub fn batch(&self, data: &Dataset, n: usize, rng: &mut StdRng) -> (Vec<u8>, Vec<Option<u32>>) {
+    /// Also draws context prefixes for a model with [`FlowConfig::context`].
+    pub fn with_context(mut self, cfg: &FlowConfig) -> Self {
+        self.context = cfg.context.then(|| cfg.clone());
+        self
+    }
+
+    /// `n` crops, their labels and, for a context model, their contexts.
+    pub fn batch(&self, data: &Dataset, n: usize, rng: &mut StdRng) -> Batch {
         let mut px = Vec::new();
         let mut labels = Vec::with_capacity(n);
+        let mut values = Vec::new();
+        let mut corners = Vec::new();
         for _ in 0..n {
             let i = self.usable[rng.random_range(0..self.usable.len())];
             let img = &data.images[i];
@@ -226,9 +295,67 @@ impl Sampler {
             let flip = self.flip && rng.random_bool(0.5);
             px.extend(img.crop(top, left, self.size, flip));
             labels.push(data.labels.as_ref().map(|l| l[i]));
+            if let Some(cfg) = &self.context {
+                let corner = rng.random_range(0..4u8);
+                let keep = [
+                    rng.random_bool(CONTEXT_KEEP),
+                    rng.random_bool(CONTEXT_KEEP),
+                    rng.random_bool(CONTEXT_KEEP),
+                ];
+                values.extend(ring_from_image(cfg, img, (top, left), flip, corner, keep));
+                corners.push(corner);
+            }
         }
-        (px, labels)
+        Batch {
+            px,
+            labels,
+            context: self.context.as_ref().map(|_| (values, corners)),
+        }
     }
+}
+
+/// The context prefix next to `corner` of the tile at `(top, left)` of
+/// `img` (mirrored if `flip`), read from the image; a patch is available
+/// if its part (`keep`: horizontal side, vertical side, corner) is kept
+/// and it lies inside the image.
+fn ring_from_image(
+    cfg: &FlowConfig,
+    img: &Planar,
+    (top, left): (usize, usize),
+    flip: bool,
+    corner: u8,
+    keep: [bool; 3],
+) -> Vec<f32> {
+    let (t, p) = (cfg.image_size as isize, cfg.patch as isize);
+    let g = cfg.grid() as isize;
+    let (w, h) = (img.width as isize, img.height as isize);
+    context::prefix_values(cfg, corner, |pr, pc, out| {
+        let edge_r = pr == -1 || pr == g;
+        let edge_c = pc == -1 || pc == g;
+        let part = match (edge_r, edge_c) {
+            (true, true) => keep[2],
+            (true, false) => keep[0],
+            _ => keep[1],
+        };
+        if !part {
+            return false;
+        }
+        for ch in 0..img.channels {
+            let plane = &img.data[ch * img.width * img.height..];
+            for y in 0..p {
+                for x in 0..p {
+                    let r = top as isize + pr * p + y;
+                    let c = pc * p + x;
+                    let c = left as isize + if flip { t - 1 - c } else { c };
+                    if r < 0 || r >= h || c < 0 || c >= w {
+                        return false;
+                    }
+                    out[((ch as isize * p + y) * p + x) as usize] = plane[(r * w + c) as usize];
+                }
+            }
+        }
+        true
+    })
 }
 
 /// Maps 8-bit planar pixels to model space `(B, C, S, S)` with the given
@@ -360,4 +487,111 @@ pub fn image_folder(path: &Path, opts: FolderOptions) -> Result<Dataset> {
         labels: None,
         description,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(w: usize, h: usize, channels: usize) -> Planar {
+        Planar {
+            channels,
+            height: h,
+            width: w,
+            data: (0..w * h * channels)
+                .map(|i| (i * 37 % 253) as u8)
+                .collect(),
+        }
+    }
+
+    fn cfg() -> FlowConfig {
+        FlowConfig {
+            context: true,
+            ..FlowConfig::tiny(3)
+        }
+    }
+
+    /// A training crop at a tile position with everything kept reads the
+    /// same ring as the codec gives that tile (bottom-right corner); the
+    /// flipped crop reads the mirrored ring, next to the bottom-left corner.
+    #[test]
+    fn training_rings_match_the_coded_context() {
+        let c = cfg();
+        let img = image(24, 16, 3);
+        let set = Dataset {
+            images: vec![img.clone()],
+            labels: None,
+            description: String::new(),
+        };
+        let coded = set.tile_contexts(&c);
+        let (gx, t) = (3, c.image_size);
+        let all = [true; 3];
+        for (i, want) in coded.iter().enumerate() {
+            let (ty, tx) = (i / gx, i % gx);
+            let got = ring_from_image(
+                &c,
+                &img,
+                (ty * t, tx * t),
+                false,
+                context::BOTTOM_RIGHT,
+                all,
+            );
+            assert_eq!(&got, want, "tile {tx},{ty}");
+        }
+        // Tile (1, 0) has a right, a lower and a lower-right neighbour.
+        assert!(coded[1]
+            .chunks(c.context_dim())
+            .all(|tok| tok[c.token_dim()] == 1.0));
+        // Mirrored: build the mirrored image and compare with its coded ring.
+        let mut mirrored = img.clone();
+        for ch in 0..3 {
+            for y in 0..16 {
+                for x in 0..24 {
+                    mirrored.data[(ch * 16 + y) * 24 + x] = img.data[(ch * 16 + y) * 24 + 23 - x];
+                }
+            }
+        }
+        let set_m = Dataset {
+            images: vec![mirrored],
+            labels: None,
+            description: String::new(),
+        };
+        let coded_m = set_m.tile_contexts(&c);
+        // Mirrored tile (tx, 0) is original tile (2 - tx, 0) flipped: read
+        // flipped, the original's left side is its right side.
+        for (tx, want) in coded_m.iter().take(gx).enumerate() {
+            let got = ring_from_image(
+                &c,
+                &img,
+                (0, (2 - tx) * t),
+                true,
+                context::BOTTOM_RIGHT,
+                all,
+            );
+            assert_eq!(&got, want, "mirrored tile {tx}");
+        }
+        // Dropped parts read as unavailable.
+        let none = ring_from_image(&c, &img, (0, 8), false, context::BOTTOM_RIGHT, [false; 3]);
+        assert!(none.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn batches_of_a_context_model_carry_one_prefix_per_crop() {
+        let c = cfg();
+        let set = Dataset {
+            images: vec![image(24, 16, 3)],
+            labels: None,
+            description: String::new(),
+        };
+        let s = Sampler::new(&set, c.image_size, true)
+            .unwrap()
+            .with_context(&c);
+        let mut rng = rand::SeedableRng::seed_from_u64(3);
+        let b = s.batch(&set, 5, &mut rng);
+        let (values, corners) = b.context.expect("context model");
+        assert_eq!(corners.len(), 5);
+        assert_eq!(values.len(), 5 * c.context_len() * c.context_dim());
+        let plain = Sampler::new(&set, c.image_size, true).unwrap();
+        assert!(plain.batch(&set, 2, &mut rng).context.is_none());
+    }
 }

@@ -28,6 +28,42 @@ impl Labels {
     }
 }
 
+/// Context prefixes of a batch, for models with [`FlowConfig::context`]:
+/// the already coded patches around each tile ([`tfc_codec::context`]).
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// `(B, C, D + 1)`: each context token's values and availability flag.
+    pub values: Tensor,
+    /// `(B * C,)` u32: the ring slot of each context token.
+    pub slots: Tensor,
+}
+
+impl Context {
+    /// Builds a batch's context from `B * C * (D + 1)` prefix values (as
+    /// [`tfc_codec::context::prefix_values`] makes them) and each item's
+    /// corner.
+    pub fn new(cfg: &FlowConfig, values: Vec<f32>, corners: &[u8], dev: &Device) -> Result<Self> {
+        let (b, c, dd) = (corners.len(), cfg.context_len(), cfg.context_dim());
+        let slots: Vec<u32> = corners
+            .iter()
+            .flat_map(|&k| tfc_codec::context::prefix_slots(cfg.grid(), k))
+            .map(|s| s as u32)
+            .collect();
+        Ok(Self {
+            values: Tensor::from_vec(values, (b, c, dd), dev)?,
+            slots: Tensor::from_vec(slots, b * c, dev)?,
+        })
+    }
+
+    /// A batch of `b` tiles with no coded neighbour (every context token
+    /// unavailable): what sampling and a tile alone use.
+    pub fn unavailable(cfg: &FlowConfig, b: usize, dev: &Device) -> Result<Self> {
+        let n = b * cfg.context_len() * cfg.context_dim();
+        let corners = vec![tfc_codec::context::BOTTOM_RIGHT; b];
+        Self::new(cfg, vec![0.0; n], &corners, dev)
+    }
+}
+
 /// One flow block: a causal transformer predicting, for each token, the
 /// shift and log-scale of the next one.
 #[derive(Debug, Clone)]
@@ -37,6 +73,9 @@ pub struct FlowBlock {
     class_embed: Option<Tensor>,
     layers: Vec<Layer>,
     proj_out: Linear,
+    /// Context-token embedding `(D + 1) -> W` and one position embedding
+    /// per ring slot, with [`FlowConfig::context`].
+    ctx: Option<(Linear, Tensor)>,
     /// Intra-token prediction weights `(D, D)`, used below the diagonal.
     intra: Option<Tensor>,
     /// Strictly lower-triangular 0/1 mask of `intra`.
@@ -74,7 +113,16 @@ impl FlowBlock {
         } else {
             (None, None)
         };
+        let ctx = if cfg.context {
+            Some((
+                Linear::new(vb.pp("ctx_proj"), d + 1, w)?,
+                vb.get_with_hints((cfg.ring_slots(), w), "ctx_pos", small)?,
+            ))
+        } else {
+            None
+        };
         Ok(Self {
+            ctx,
             proj_in: Linear::new(vb.pp("proj_in"), d, w)?,
             pos_embed: vb.get_with_hints((n, w), "pos_embed", small)?,
             class_embed,
@@ -123,18 +171,63 @@ impl FlowBlock {
         Ok(Some(e.unsqueeze(1)?))
     }
 
-    /// Runs the transformer on tokens (block order) and returns the raw
-    /// `(B, T, 2D)` output, not yet shifted. `pos` holds the matching
-    /// position embeddings.
+    /// Embedded context tokens `(B, C, W)` for a context model (`None`
+    /// context: every token unavailable), `None` for a model without.
+    fn prefix(&self, ctx: Option<&Context>, batch: usize) -> Result<Option<Tensor>> {
+        let Some((proj, pos)) = &self.ctx else {
+            return Ok(None);
+        };
+        let own;
+        let ctx = match ctx {
+            Some(c) => c,
+            None => {
+                let g = pos.dim(0)? / 4 - 1;
+                let (c, dd) = (2 * g + 1, self.token_dim + 1);
+                let one = tfc_codec::context::prefix_slots(g, tfc_codec::context::BOTTOM_RIGHT);
+                let slots: Vec<u32> = (0..batch)
+                    .flat_map(|_| one.iter().map(|&s| s as u32))
+                    .collect();
+                own = Context {
+                    values: Tensor::zeros((batch, c, dd), DType::F32, pos.device())?,
+                    slots: Tensor::from_vec(slots, batch * c, pos.device())?,
+                };
+                &own
+            }
+        };
+        let (b, c, _) = ctx.values.dims3()?;
+        let w = pos.dim(1)?;
+        let p = pos.index_select(&ctx.slots, 0)?.reshape((b, c, w))?;
+        Ok(Some((proj.forward(&ctx.values)? + p)?))
+    }
+
+    /// Runs the transformer on tokens (block order) after the embedded
+    /// context `prefix`, if any, and returns the raw `(B, C + T, 2D)`
+    /// output, not yet shifted. `pos` holds the tokens' position
+    /// embeddings.
     fn net(
         &self,
         x: &Tensor,
         pos: &Tensor,
+        prefix: Option<&Tensor>,
+        class: Option<&Tensor>,
+        temp: f64,
+        caches: Option<&mut BlockCache>,
+    ) -> Result<Tensor> {
+        let mut h = crate::ops::bias_add(&self.proj_in.forward(x)?, pos)?;
+        if let Some(p) = prefix {
+            h = Tensor::cat(&[p, &h], 1)?;
+        }
+        self.run(h, class, temp, caches)
+    }
+
+    /// The transformer layers and output projection on embedded tokens.
+    fn run(
+        &self,
+        mut h: Tensor,
         class: Option<&Tensor>,
         temp: f64,
         mut caches: Option<&mut BlockCache>,
     ) -> Result<Tensor> {
-        let mut h = crate::ops::bias_add(&self.proj_in.forward(x)?, pos)?;
         if let Some(c) = class {
             h = h.broadcast_add(c)?;
         }
@@ -143,6 +236,35 @@ impl FlowBlock {
             h = layer.forward(&h, temp, cache)?;
         }
         self.proj_out.forward(&h)
+    }
+
+    /// Log-scale and shift of token 0 (block order), each `(B, D)`: from the
+    /// context prefix (fed through `caches` when given, so that
+    /// [`Self::step`] continues after it), or zeros (the identity) for a
+    /// model without context.
+    pub fn first_params(
+        &self,
+        batch: usize,
+        labels: Option<&Labels>,
+        ctx: Option<&Context>,
+        temp: f64,
+        caches: Option<&mut BlockCache>,
+        dev: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let d = self.token_dim;
+        match self.prefix(ctx, batch)? {
+            None => {
+                let zero = Tensor::zeros((batch, d), DType::F32, dev)?;
+                Ok((zero.clone(), zero))
+            }
+            Some(p) => {
+                let c = p.dim(1)?;
+                let class = self.class_term(labels, batch)?;
+                let out = self.run(p, class.as_ref(), temp, caches)?;
+                let last = out.narrow(1, c - 1, 1)?.squeeze(1)?;
+                Ok((last.narrow(D::Minus1, 0, d)?, last.narrow(D::Minus1, d, d)?))
+            }
+        }
     }
 
     /// The effective intra-token matrix `L` (strictly lower-triangular), if
@@ -194,20 +316,37 @@ impl FlowBlock {
 
     /// Data-to-noise direction. `x`: `(B, N, D)` raster order. Returns the
     /// output in raster order and the log-determinant per item `(B,)`.
-    pub fn forward(&self, x: &Tensor, labels: Option<&Labels>) -> Result<(Tensor, Tensor)> {
-        let (z, a) = self.forward_detail(x, labels)?;
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        labels: Option<&Labels>,
+        ctx: Option<&Context>,
+    ) -> Result<(Tensor, Tensor)> {
+        let (z, a) = self.forward_detail(x, labels, ctx)?;
         Ok((z, sum_per_item(&a)?.neg()?))
     }
 
     /// As [`Self::forward`], but returns the log-scales `a` per token and
     /// value, `(B, N, D)` in raster order, instead of their total (the
     /// log-determinant is minus their sum).
-    pub fn forward_detail(&self, x: &Tensor, labels: Option<&Labels>) -> Result<(Tensor, Tensor)> {
+    pub fn forward_detail(
+        &self,
+        x: &Tensor,
+        labels: Option<&Labels>,
+        ctx: Option<&Context>,
+    ) -> Result<(Tensor, Tensor)> {
         let (b, n, _) = x.dims3()?;
         let xp = self.permute(x)?;
         let class = self.class_term(labels, b)?;
-        let out = self.net(&xp, &self.pos_in_order()?, class.as_ref(), 1.0, None)?;
-        let out = out.narrow(1, 0, n - 1)?.pad_with_zeros(1, 1, 0)?;
+        let prefix = self.prefix(ctx, b)?;
+        let pos = self.pos_in_order()?;
+        let out = self.net(&xp, &pos, prefix.as_ref(), class.as_ref(), 1.0, None)?;
+        // Token i's parameters come from the output before it: the last
+        // context token's for token 0, zeros (the identity) without context.
+        let out = match &prefix {
+            Some(p) => out.narrow(1, p.dim(1)? - 1, n)?,
+            None => out.narrow(1, 0, n - 1)?.pad_with_zeros(1, 1, 0)?,
+        };
         let a = out.narrow(D::Minus1, 0, self.token_dim)?;
         let mu = out.narrow(D::Minus1, self.token_dim, self.token_dim)?;
         let z = self.intra_forward((xp - mu)?.mul(&a.neg()?.exp()?)?)?;
@@ -220,7 +359,8 @@ impl FlowBlock {
     }
 
     /// One sampling step: feeds token `i` (block order) of `x` through the
-    /// network with the cache holding tokens `< i`, and returns the
+    /// network with the cache holding the context and tokens `< i` (see
+    /// [`Self::first_params`]), and returns the
     /// log-scale `a` and shift `mu` of token `i + 1`, each `(B, D)`.
     pub fn step(
         &self,
@@ -236,6 +376,7 @@ impl FlowBlock {
         let out = self.net(
             &token.unsqueeze(1)?,
             &pos,
+            None,
             class.as_ref(),
             temp,
             Some(caches),
@@ -249,26 +390,33 @@ impl FlowBlock {
 
     /// Reference inverse without a cache: recomputes the whole prefix for
     /// each token. `z`: `(B, N, D)` raster order; returns raster order.
-    pub fn reverse_naive(&self, z: &Tensor, labels: Option<&Labels>) -> Result<Tensor> {
-        let (b, n, d) = z.dims3()?;
+    pub fn reverse_naive(
+        &self,
+        z: &Tensor,
+        labels: Option<&Labels>,
+        ctx: Option<&Context>,
+    ) -> Result<Tensor> {
+        let (b, n, _) = z.dims3()?;
         let zp = self.permute(z)?;
-        let zero = Tensor::zeros((b, d), DType::F32, z.device())?;
-        let z0 = zp.narrow(1, 0, 1)?.squeeze(1)?;
         let inv = self.intra_inverse()?;
         let inv = inv.as_ref();
-        let mut xs: Vec<Tensor> = vec![self.invert_token(&z0, &zero, &zero, inv)?.unsqueeze(1)?];
         let pos = self.pos_in_order()?;
         let class = self.class_term(labels, b)?;
+        let prefix = self.prefix(ctx, b)?;
+        let (a0, mu0) = self.first_params(b, labels, ctx, 1.0, None, z.device())?;
+        let z0 = zp.narrow(1, 0, 1)?.squeeze(1)?;
+        let mut xs: Vec<Tensor> = vec![self.invert_token(&z0, &a0, &mu0, inv)?.unsqueeze(1)?];
         for i in 0..n - 1 {
-            let prefix = Tensor::cat(&xs, 1)?;
+            let done = Tensor::cat(&xs, 1)?;
             let out = self.net(
-                &prefix,
+                &done,
                 &pos.narrow(0, 0, i + 1)?,
+                prefix.as_ref(),
                 class.as_ref(),
                 1.0,
                 None,
             )?;
-            let last = out.narrow(1, i, 1)?.squeeze(1)?;
+            let last = out.narrow(1, out.dim(1)? - 1, 1)?.squeeze(1)?;
             let a = last.narrow(D::Minus1, 0, self.token_dim)?;
             let mu = last.narrow(D::Minus1, self.token_dim, self.token_dim)?;
             let zi = zp.narrow(1, i + 1, 1)?.squeeze(1)?;
@@ -350,11 +498,16 @@ impl TarFlow {
     }
 
     /// Data to noise on tokens; returns `z` and the total log-det per item.
-    pub fn forward_tokens(&self, x: &Tensor, labels: Option<&Labels>) -> Result<(Tensor, Tensor)> {
+    pub fn forward_tokens(
+        &self,
+        x: &Tensor,
+        labels: Option<&Labels>,
+        ctx: Option<&Context>,
+    ) -> Result<(Tensor, Tensor)> {
         let mut x = x.clone();
         let mut logdet = Tensor::zeros(x.dim(0)?, DType::F32, x.device())?;
         for block in &self.blocks {
-            let (z, ld) = block.forward(&x, labels)?;
+            let (z, ld) = block.forward(&x, labels, ctx)?;
             x = z;
             logdet = (logdet + ld)?;
         }
@@ -363,8 +516,13 @@ impl TarFlow {
 
     /// Negative log-likelihood in nats per dimension of continuous `y` in
     /// model space, per item `(B,)`, including `0.5 ln 2 pi`.
-    pub fn nll_per_dim(&self, y: &Tensor, labels: Option<&Labels>) -> Result<Tensor> {
-        let (z, logdet) = self.forward_tokens(&self.patchify(y)?, labels)?;
+    pub fn nll_per_dim(
+        &self,
+        y: &Tensor,
+        labels: Option<&Labels>,
+        ctx: Option<&Context>,
+    ) -> Result<Tensor> {
+        let (z, logdet) = self.forward_tokens(&self.patchify(y)?, labels, ctx)?;
         let dims = self.cfg.dims() as f64;
         let sq = (sum_per_item(&z.sqr()?)? * (0.5 / dims))?;
         let c = 0.5 * (2.0 * std::f64::consts::PI).ln();
@@ -375,12 +533,17 @@ impl TarFlow {
     /// position, raster order), `(B, N)`: the prior term of its values and
     /// the log-scales every block applied to them. Their mean over tokens
     /// is [`Self::nll_per_dim`].
-    pub fn nll_per_token(&self, y: &Tensor, labels: Option<&Labels>) -> Result<Tensor> {
+    pub fn nll_per_token(
+        &self,
+        y: &Tensor,
+        labels: Option<&Labels>,
+        ctx: Option<&Context>,
+    ) -> Result<Tensor> {
         let mut x = self.patchify(y)?;
         let d = x.dim(2)? as f64;
         let mut a_sum = x.zeros_like()?;
         for block in &self.blocks {
-            let (z, a) = block.forward_detail(&x, labels)?;
+            let (z, a) = block.forward_detail(&x, labels, ctx)?;
             x = z;
             a_sum = (a_sum + a)?;
         }
@@ -389,17 +552,27 @@ impl TarFlow {
     }
 
     /// The paper's training loss: `0.5 mean(z^2) - mean(logdet) / D`.
-    pub fn loss(&self, y: &Tensor, labels: Option<&Labels>) -> Result<Tensor> {
-        let (z, logdet) = self.forward_tokens(&self.patchify(y)?, labels)?;
+    pub fn loss(
+        &self,
+        y: &Tensor,
+        labels: Option<&Labels>,
+        ctx: Option<&Context>,
+    ) -> Result<Tensor> {
+        let (z, logdet) = self.forward_tokens(&self.patchify(y)?, labels, ctx)?;
         let dims = self.cfg.dims() as f64;
         (z.sqr()?.mean_all()? * 0.5)? - (logdet.mean_all()? / dims)?
     }
 
     /// Noise to data without a cache (slow reference), tokens in and out.
-    pub fn reverse_naive(&self, z: &Tensor, labels: Option<&Labels>) -> Result<Tensor> {
+    pub fn reverse_naive(
+        &self,
+        z: &Tensor,
+        labels: Option<&Labels>,
+        ctx: Option<&Context>,
+    ) -> Result<Tensor> {
         let mut x = z.clone();
         for block in self.blocks.iter().rev() {
-            x = block.reverse_naive(&x, labels)?;
+            x = block.reverse_naive(&x, labels, ctx)?;
         }
         Ok(x)
     }

@@ -16,4 +16,4 @@ pub mod train;
 
 pub use config::{FlowConfig, ModelConfig, Noise};
 pub use error::{ModelError, Result};
-pub use flow::{nats_to_bpd, Labels, TarFlow};
+pub use flow::{nats_to_bpd, Context, Labels, TarFlow};

@@ -44,6 +44,7 @@ fn arch(
         mlp_ratio: 4,
         classes: 0,
         intra: false,
+        context: false,
     }
 }
 

@@ -77,12 +77,17 @@ fn reverse_block(
     let n = z.dim(1)?;
     let zp = block.permute(z)?;
     let z0 = zp.narrow(1, 0, 1)?.squeeze(1)?;
-    let zero = z0.zeros_like()?;
     let inv = block.intra_inverse()?;
     let inv = inv.as_ref();
-    let mut xs = vec![block.invert_token(&z0, &zero, &zero, inv)?];
     let mut cond = new_caches(block);
     let mut guide = new_caches(block);
+    // A context model samples a tile with no coded neighbours.
+    let b = z.dim(0)?;
+    let (a0, mu0) = block.first_params(b, labels, None, 1.0, Some(&mut cond), z.device())?;
+    if let Some(g) = guidance.filter(|g| g.weight != 0.0) {
+        block.first_params(b, None, None, g.attn_temp, Some(&mut guide), z.device())?;
+    }
+    let mut xs = vec![block.invert_token(&z0, &a0, &mu0, inv)?];
     for i in 0..n - 1 {
         let (mut a, mut mu) = block.step(&xs[i], i, labels, 1.0, &mut cond)?;
         if let Some(g) = guidance.filter(|g| g.weight != 0.0) {
@@ -154,7 +159,7 @@ pub fn denoise(flow: &TarFlow, x: &Tensor, labels: Option<&Labels>, sigma: f64) 
     let var = Var::from_tensor(&x.detach())?;
     let dims = flow.config().dims() as f64;
     // -log p(x) summed over the batch; its gradient is -grad log p per item.
-    let nll = (flow.nll_per_dim(var.as_tensor(), labels)?.sum_all()? * dims)?;
+    let nll = (flow.nll_per_dim(var.as_tensor(), labels, None)?.sum_all()? * dims)?;
     let grads = nll.backward()?;
     let g = grads
         .get(var.as_tensor())

@@ -6,7 +6,7 @@ use crate::config::{ModelConfig, Noise};
 use crate::data::{to_model_space, Dataset, Sampler};
 use crate::error::{ModelError, Result};
 use crate::file::{decode_safetensors, encode_safetensors, write_atomic, Model, WeightDtype};
-use crate::flow::{nats_to_bpd, Labels, TarFlow};
+use crate::flow::{nats_to_bpd, Context, Labels, TarFlow};
 use candle_core::{backprop::GradStore, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -86,6 +86,11 @@ pub struct Growth {
     /// to the prior), keep the alternation of directions, and start as the
     /// identity (their output projections are at zero, as in a fresh model).
     pub blocks: Option<usize>,
+    /// Add context tokens ([`crate::config::FlowConfig::context`]). Unlike
+    /// the other additions this changes what the model computes from the
+    /// first step: every token now also attends to the context prefix,
+    /// and the first token of each block gets a shift and scale from it.
+    pub context: bool,
 }
 
 /// The block of a `blocks.{t}.*` variable.
@@ -247,8 +252,9 @@ struct CheckpointMeta {
     config: ModelConfig,
 }
 
-/// Validation tiles (planar 8-bit) and their labels.
-type Tiles = (Vec<Vec<u8>>, Vec<Option<u32>>);
+/// Validation tiles (planar 8-bit), their labels and, for a context
+/// model, their context prefixes.
+type Tiles = (Vec<Vec<u8>>, Vec<Option<u32>>, Option<Vec<Vec<f32>>>);
 
 /// A training run: model, optimizer, EMA, data and logs.
 pub struct Trainer {
@@ -314,8 +320,11 @@ impl Trainer {
             ),
             None => None,
         };
-        let sampler = Sampler::new(&train, arch.image_size, options.flip)?;
-        let val = val.map(|d| d.tiles(arch.image_size));
+        let sampler = Sampler::new(&train, arch.image_size, options.flip)?.with_context(arch);
+        let val = val.map(|d| {
+            let (tiles, labels) = d.tiles(arch.image_size);
+            (tiles, labels, arch.context.then(|| d.tile_contexts(arch)))
+        });
         Ok(Self {
             model,
             opt,
@@ -363,11 +372,21 @@ impl Trainer {
         let mut rng = self.step_rng();
         let arch = self.model.config.arch.clone();
         let b = self.options.batch;
-        let (px, labels) = self.sampler.batch(&self.train, b, &mut rng);
+        let batch = self.sampler.batch(&self.train, b, &mut rng);
         let shape = (b, arch.channels, arch.image_size, arch.image_size);
-        let y = to_model_space(&px, shape, self.model.config.noise, &mut rng, &self.dev)?;
-        let labels = self.train_labels(&labels, &mut rng)?;
-        let loss = self.model.flow.loss(&y, labels.as_ref())?;
+        let y = to_model_space(
+            &batch.px,
+            shape,
+            self.model.config.noise,
+            &mut rng,
+            &self.dev,
+        )?;
+        let labels = self.train_labels(&batch.labels, &mut rng)?;
+        let ctx = match batch.context {
+            Some((values, corners)) => Some(Context::new(&arch, values, &corners, &self.dev)?),
+            None => None,
+        };
+        let loss = self.model.flow.loss(&y, labels.as_ref(), ctx.as_ref())?;
         let grads = loss.backward()?;
         let grad_norm = self.opt.grad_norm(&grads)?;
         let clip = self.options.clip;
@@ -472,11 +491,21 @@ impl Trainer {
     /// Validation BPD (uniform dequantization, fixed seed) of the exported
     /// weights on the validation tiles.
     pub fn validate(&mut self) -> Result<Option<f64>> {
-        let Some((tiles, labels)) = &self.val else {
+        let Some((tiles, labels, contexts)) = &self.val else {
             return Ok(None);
         };
         let model = self.export()?;
-        let bpd = tile_bpd(&model.flow, tiles, labels, 1, 256, 0, &self.dev)?.tiles;
+        let bpd = tile_bpd(
+            &model.flow,
+            tiles,
+            labels,
+            contexts.as_deref(),
+            1,
+            256,
+            0,
+            &self.dev,
+        )?
+        .tiles;
         let mean = bpd.iter().sum::<f64>() / bpd.len().max(1) as f64;
         self.model.config.train.val_bpd = Some(mean);
         Ok(Some(mean))
@@ -562,6 +591,7 @@ impl Trainer {
             }
         }
         config.arch.intra |= grow.intra;
+        config.arch.context |= grow.context;
         config.arch.layers = grow.layers.unwrap_or(before.layers);
         config.arch.blocks = grow.blocks.unwrap_or(before.blocks);
         if config.arch != before {
@@ -625,11 +655,15 @@ pub struct TileCost {
 }
 
 /// Bits per dimension of each 8-bit tile (planar, model-sized) under
-/// uniform dequantization, averaged over `samples` noise draws.
+/// uniform dequantization, averaged over `samples` noise draws. A context
+/// model reads `contexts` (one prefix per tile, unturned:
+/// [`crate::data::Dataset::tile_contexts`]), or no neighbours if `None`.
+#[allow(clippy::too_many_arguments)]
 pub fn tile_bpd(
     flow: &TarFlow,
     tiles: &[Vec<u8>],
     labels: &[Option<u32>],
+    contexts: Option<&[Vec<f32>]>,
     samples: usize,
     batch: usize,
     seed: u64,
@@ -653,7 +687,18 @@ pub fn tile_bpd(
             } else {
                 None
             };
-            let nll: Vec<Vec<f32>> = flow.nll_per_token(&y, lab.as_ref())?.to_vec2()?;
+            let ctx = match contexts.filter(|_| arch.context) {
+                Some(c) => {
+                    let from = ci * batch;
+                    let values = c[from..from + chunk.len()].concat();
+                    let corners = vec![tfc_codec::context::BOTTOM_RIGHT; chunk.len()];
+                    Some(Context::new(arch, values, &corners, dev)?)
+                }
+                None => None,
+            };
+            let nll: Vec<Vec<f32>> = flow
+                .nll_per_token(&y, lab.as_ref(), ctx.as_ref())?
+                .to_vec2()?;
             for (j, row) in nll.iter().enumerate() {
                 let bpd: Vec<f64> = row.iter().map(|v| nats_to_bpd(*v as f64)).collect();
                 out[ci * batch + j] += bpd.iter().sum::<f64>() / bpd.len() as f64;

@@ -12,7 +12,7 @@ use tfc_model::config::{FlowConfig, ModelConfig};
 use tfc_model::data::{Dataset, Planar};
 use tfc_model::file::{Model, WeightDtype};
 use tfc_model::train::{Growth, TrainOptions, Trainer};
-use tfc_model::Labels;
+use tfc_model::{Context, Labels};
 
 fn tiny(classes: usize) -> FlowConfig {
     FlowConfig {
@@ -26,18 +26,46 @@ fn tiny(classes: usize) -> FlowConfig {
         mlp_ratio: 4,
         classes,
         intra: false,
+        context: false,
     }
 }
 
-/// Both block variants: without and with intra-token prediction.
-fn variants() -> [FlowConfig; 2] {
+/// The block variants: plain, with intra-token prediction, and with
+/// context tokens as well.
+fn variants() -> [FlowConfig; 3] {
     [
         tiny(0),
         FlowConfig {
             intra: true,
             ..tiny(0)
         },
+        FlowConfig {
+            intra: true,
+            context: true,
+            ..tiny(0)
+        },
     ]
+}
+
+/// For a context model, `b` random prefixes: random corners, random
+/// values, each token available or not at random.
+fn random_context(arch: &FlowConfig, b: usize, seed: u64) -> Option<Context> {
+    if !arch.context {
+        return None;
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dd = arch.context_dim();
+    let mut values = Vec::new();
+    for _ in 0..b * arch.context_len() {
+        if rng.random_bool(0.7) {
+            values.extend((0..dd - 1).map(|_| rng.random_range(-1.0f32..1.0)));
+            values.push(1.0);
+        } else {
+            values.extend(std::iter::repeat_n(0.0, dd));
+        }
+    }
+    let corners: Vec<u8> = (0..b).map(|_| rng.random_range(0..4u8)).collect();
+    Some(Context::new(arch, values, &corners, &Device::Cpu).unwrap())
 }
 
 fn random_model(arch: FlowConfig, seed: u64) -> Model {
@@ -59,19 +87,27 @@ fn each_block_inverse_recovers_its_input() {
 }
 
 fn block_inverse_recovers_its_input(arch: FlowConfig) {
+    let ctx = random_context(&arch, 3, 7);
+    let ctx = ctx.as_ref();
     let model = random_model(arch, 1);
     let x = randn(&[3, 4, 4], 2);
     for block in model.flow.blocks() {
-        let (z, _) = block.forward(&x, None).unwrap();
+        let (z, _) = block.forward(&x, None, ctx).unwrap();
         assert!(
             common::max_diff(&z, &x) > 1e-3,
             "block must not be the identity"
         );
-        let back = block.reverse_naive(&z, None).unwrap();
+        let back = block.reverse_naive(&z, None, ctx).unwrap();
         assert!(common::max_diff(&back, &x) < 1e-4);
+        if ctx.is_some() {
+            // The context changes the block's output, token 0 included.
+            let (z0, _) = block.forward(&x, None, None).unwrap();
+            let first = |t: &Tensor| t.narrow(1, 0, 1).unwrap();
+            assert!(common::max_diff(&first(&z0), &first(&z)) > 1e-3);
+        }
     }
-    let (z, _) = model.flow.forward_tokens(&x, None).unwrap();
-    let back = model.flow.reverse_naive(&z, None).unwrap();
+    let (z, _) = model.flow.forward_tokens(&x, None, ctx).unwrap();
+    let back = model.flow.reverse_naive(&z, None, ctx).unwrap();
     assert!(common::max_diff(&back, &x) < 1e-4);
 }
 
@@ -83,9 +119,11 @@ fn logdet_matches_numerical_jacobian() {
 }
 
 fn logdet_matches_numerical_jacobian_of(arch: FlowConfig) {
+    let ctx = random_context(&arch, 1, 8);
+    let ctx = ctx.as_ref();
     let model = random_model(arch, 3);
     let x = randn(&[1, 4, 4], 4);
-    let (_, logdet) = model.flow.forward_tokens(&x, None).unwrap();
+    let (_, logdet) = model.flow.forward_tokens(&x, None, ctx).unwrap();
     let logdet = logdet.to_vec1::<f32>().unwrap()[0] as f64;
     // Central differences in f64 of the f32 map, column by column.
     let flat: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
@@ -93,7 +131,7 @@ fn logdet_matches_numerical_jacobian_of(arch: FlowConfig) {
     let eps = 1e-2f32;
     let f = |v: &[f32]| -> Vec<f64> {
         let t = Tensor::from_vec(v.to_vec(), (1, 4, 4), &Device::Cpu).unwrap();
-        let (z, _) = model.flow.forward_tokens(&t, None).unwrap();
+        let (z, _) = model.flow.forward_tokens(&t, None, ctx).unwrap();
         let z: Vec<f32> = z.flatten_all().unwrap().to_vec1().unwrap();
         z.into_iter().map(f64::from).collect()
     };
@@ -312,8 +350,8 @@ fn check_growth(grow: Growth, new: &[String]) -> Trainer {
     let (a, data, _dir, ckpt) = checkpointed_run(12, 4);
     let mut b = Trainer::resume(&ckpt, None, grow, data, None, &dev).unwrap();
     let x = randn(&[2, 1, 8, 8], 9);
-    let la = a.model.flow.nll_per_dim(&x, None).unwrap();
-    let lb = b.model.flow.nll_per_dim(&x, None).unwrap();
+    let la = a.model.flow.nll_per_dim(&x, None, None).unwrap();
+    let lb = b.model.flow.nll_per_dim(&x, None, None).unwrap();
     assert_eq!(
         common::max_diff(&la, &lb),
         0.0,
@@ -335,6 +373,51 @@ fn adding_intra_on_resume_keeps_the_model_then_trains_it() {
     };
     let b = check_growth(grow, &["blocks.0.intra".to_string()]);
     assert!(b.model.config.arch.intra);
+}
+
+/// Adding context tokens on resume keeps every trained weight, adds the
+/// context variables, and trains them on crops whose ring lies in the
+/// image.
+#[test]
+fn adding_context_on_resume_keeps_the_weights_then_trains_it() {
+    let dev = Device::Cpu;
+    let (a, _, _dir, ckpt) = checkpointed_run(12, 4);
+    let grow = Growth {
+        context: true,
+        ..Growth::default()
+    };
+    let mut b = Trainer::resume(&ckpt, None, grow, handful(4, 16), None, &dev).unwrap();
+    assert!(b.model.config.arch.context);
+    let (wa, wb) = (a.model.weights().unwrap(), b.model.weights().unwrap());
+    for (name, t) in &wa {
+        assert_eq!(common::max_diff(t, &wb[name]), 0.0, "{name}");
+    }
+    let new: Vec<String> = wb
+        .keys()
+        .filter(|n| !wa.contains_key(*n))
+        .cloned()
+        .collect();
+    let mut want: Vec<String> = (0..2)
+        .flat_map(|t| {
+            ["ctx_proj.weight", "ctx_proj.bias", "ctx_pos"].map(|n| format!("blocks.{t}.{n}"))
+        })
+        .collect();
+    let mut got = new.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    let before = abs_sum(&b, &new);
+    let pos = wb["blocks.1.ctx_pos"].copy().unwrap();
+    for _ in 0..3 {
+        b.train_step().unwrap();
+    }
+    assert_ne!(
+        abs_sum(&b, &new),
+        before,
+        "the context variables are trained"
+    );
+    let moved = b.model.weights().unwrap()["blocks.1.ctx_pos"].clone();
+    assert!(common::max_diff(&pos, &moved) > 0.0);
 }
 
 #[test]
@@ -398,11 +481,11 @@ fn save_and_load_give_identical_outputs() {
     let model = random_model(tiny(3), 7);
     let x = randn(&[2, 1, 4, 4], 8);
     let labels = Labels::new(&[Some(2), None], &dev).unwrap();
-    let before = model.flow.nll_per_dim(&x, Some(&labels)).unwrap();
+    let before = model.flow.nll_per_dim(&x, Some(&labels), None).unwrap();
     let bytes = model.to_bytes(WeightDtype::F32).unwrap();
     let loaded = Model::from_bytes(&bytes, &dev).unwrap();
     assert_eq!(loaded.config, model.config);
-    let after = loaded.flow.nll_per_dim(&x, Some(&labels)).unwrap();
+    let after = loaded.flow.nll_per_dim(&x, Some(&labels), None).unwrap();
     assert_eq!(
         before.to_vec1::<f32>().unwrap(),
         after.to_vec1::<f32>().unwrap()
@@ -411,7 +494,7 @@ fn save_and_load_give_identical_outputs() {
     let half = model.to_bytes(WeightDtype::F16).unwrap();
     assert!(half.len() < bytes.len() * 6 / 10);
     let h = Model::from_bytes(&half, &dev).unwrap();
-    let hv = h.flow.nll_per_dim(&x, Some(&labels)).unwrap();
+    let hv = h.flow.nll_per_dim(&x, Some(&labels), None).unwrap();
     assert!(common::max_diff(&hv, &before) < 1e-2);
     assert_eq!(hv.dtype(), DType::F32);
 }
@@ -481,13 +564,13 @@ fn per_token_costs_add_up_to_the_nll() {
     let labels = Labels::new(&[Some(0), Some(2), None], &dev).unwrap();
     let whole: Vec<f32> = model
         .flow
-        .nll_per_dim(&x, Some(&labels))
+        .nll_per_dim(&x, Some(&labels), None)
         .unwrap()
         .to_vec1()
         .unwrap();
     let per: Vec<Vec<f32>> = model
         .flow
-        .nll_per_token(&x, Some(&labels))
+        .nll_per_token(&x, Some(&labels), None)
         .unwrap()
         .to_vec2()
         .unwrap();
@@ -503,7 +586,8 @@ fn per_token_costs_add_up_to_the_nll() {
 
 /// The codec codes an image in what the candle model says it costs: the
 /// deterministic network, the intra-token shifts and the lattice implement
-/// the same density. Checked with and without intra-token prediction.
+/// the same density. Checked without and with intra-token prediction, and
+/// with context tokens.
 #[test]
 fn coded_size_matches_the_model_nll() {
     use tfc_codec::{coded_bits, CodingParams, Image, ModelFile, ModelSet};
@@ -540,7 +624,23 @@ fn coded_size_matches_the_model_nll() {
             assert!(name.starts_with("blocks."));
         }
         model.set_weights(&w, &dev).unwrap();
-        let nll = tfc_model::train::tile_bpd(&model.flow, &tiles, &[], 4, 16, 1, &dev).unwrap();
+        // A context model reads the coded neighbours, as the codec gives
+        // them to an unturned tile in a single lane.
+        let whole = Dataset {
+            images: vec![Planar {
+                channels: 1,
+                height: side,
+                width: side,
+                data: px.clone(),
+            }],
+            labels: None,
+            description: String::new(),
+        };
+        let contexts = whole.tile_contexts(model.flow.config());
+        assert_eq!(whole.tiles(tile).0, tiles);
+        let nll =
+            tfc_model::train::tile_bpd(&model.flow, &tiles, &[], Some(&contexts), 4, 16, 1, &dev)
+                .unwrap();
         let nll = nll.tiles.iter().sum::<f64>() / tiles.len() as f64;
         let file = ModelFile::from_bytes(&model.to_bytes(WeightDtype::F32).unwrap()).unwrap();
         let models = ModelSet::single(&file).unwrap();
@@ -560,5 +660,74 @@ fn coded_size_matches_the_model_nll() {
             "intra {intra}: coded {coded:.4} vs nll {nll:.4} bpd"
         );
         eprintln!("intra {intra}: coded {coded:.4} vs nll {nll:.4} bpd");
+    }
+}
+
+/// The candle model and the codec's deterministic network compute the same
+/// shift and log-scale for every token of a context model, token 0
+/// included, for every corner of the ring.
+#[test]
+fn candle_and_codec_networks_agree_with_context() {
+    use tfc_codec::net::Prefix;
+    use tfc_codec::ModelFile;
+    let dev = Device::Cpu;
+    let arch = FlowConfig {
+        channels: 3,
+        intra: true,
+        context: true,
+        ..tiny(0)
+    };
+    let (n, d) = (arch.tokens(), arch.token_dim());
+    let model = random_model(arch.clone(), 11);
+    let file = ModelFile::from_bytes(&model.to_bytes(WeightDtype::F32).unwrap()).unwrap();
+    let net = file.network();
+    let x = randn(&[1, n, d], 13);
+    let xv: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+    let mut rng = StdRng::seed_from_u64(14);
+    for corner in 0..4u8 {
+        let values: Vec<f32> = (0..arch.context_len())
+            .flat_map(|c| {
+                let on = c % 3 != 1;
+                let mut tok: Vec<f32> = (0..d)
+                    .map(|_| {
+                        if on {
+                            rng.random_range(-1.0f32..1.0)
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                tok.push(on as u8 as f32);
+                tok
+            })
+            .collect();
+        let ctx = Context::new(&arch, values.clone(), &[corner], &dev).unwrap();
+        for (t, block) in model.flow.blocks().iter().enumerate() {
+            let (_, a) = block.forward_detail(&x, None, Some(&ctx)).unwrap();
+            let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+            let xb: Vec<f32> = (0..n)
+                .flat_map(|i| {
+                    let r = net.raster_pos(t, i);
+                    xv[r * d..(r + 1) * d].to_vec()
+                })
+                .collect();
+            let prefix = Prefix {
+                values: &values,
+                corner,
+            };
+            let rows = net.block_forward_with(t, Some(prefix), &xb);
+            for i in 0..n {
+                let r = net.raster_pos(t, i);
+                for k in 0..d {
+                    let (c, m) = (rows[i * 2 * d + k], a[r * d + k]);
+                    assert!(
+                        (c - m).abs() < 1e-4,
+                        "corner {corner} block {t} token {i} value {k}: codec {c} candle {m}"
+                    );
+                }
+            }
+            // Token 0 is really transformed.
+            assert!(rows[..d].iter().any(|&v| v.abs() > 1e-3));
+        }
     }
 }
