@@ -39,6 +39,11 @@ pub struct BpdArgs {
     /// tile, as a grid: where in a tile the model spends its bits.
     #[arg(long)]
     map: bool,
+    /// For a model with context tokens: give every tile an empty context
+    /// (no coded neighbours), to measure what the context is worth. The
+    /// model's NLL only: the coder always uses the neighbours it has.
+    #[arg(long, conflicts_with = "coded")]
+    no_context: bool,
     /// Also compress each image (whole, edges included) and report the
     /// actual coded bits per dimension, file headers included.
     #[arg(long)]
@@ -118,7 +123,13 @@ pub fn run(a: &BpdArgs, quiet: bool) -> Result<()> {
             description: String::new(),
         };
         let (tiles, labels) = one.tiles(arch.image_size);
-        let contexts = arch.context.then(|| one.tile_contexts(arch));
+        let contexts = arch.context.then(|| {
+            if a.no_context {
+                vec![vec![0.0; arch.context_len() * arch.context_dim()]; tiles.len()]
+            } else {
+                one.tile_contexts(arch)
+            }
+        });
         let bpd = tile_bpd(
             &model.flow,
             &tiles,

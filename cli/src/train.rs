@@ -108,6 +108,11 @@ pub struct TrainArgs {
     /// --resume, replaces the checkpoint's).
     #[arg(long)]
     intra_lr_scale: Option<f64>,
+    /// Learning-rate multiplier of the context embedding (with --resume,
+    /// replaces the checkpoint's; default 1). Worth raising when
+    /// `--context` is added late in a schedule.
+    #[arg(long)]
+    context_lr_scale: Option<f64>,
     /// Validate every N steps (0: never).
     #[arg(long)]
     val_every: Option<u64>,
@@ -199,6 +204,7 @@ fn build_trainer(a: &TrainArgs, files: &RunFiles, dev: &Device) -> Result<Traine
     o.val_every = a.val_every.unwrap_or(o.val_every);
     o.ckpt_every = a.ckpt_every.unwrap_or(o.ckpt_every);
     o.intra_lr_scale = a.intra_lr_scale.unwrap_or(o.intra_lr_scale);
+    o.context_lr_scale = a.context_lr_scale.unwrap_or(o.context_lr_scale);
     o.compact_checkpoint = compact.unwrap_or(o.compact_checkpoint);
     if let Some(e) = a.ema {
         o.ema = (e > 0.0).then_some(e);
@@ -273,6 +279,9 @@ fn build_trainer(a: &TrainArgs, files: &RunFiles, dev: &Device) -> Result<Traine
         }
         if let Some(s) = a.intra_lr_scale {
             tr.set_intra_lr_scale(s);
+        }
+        if let Some(s) = a.context_lr_scale {
+            tr.set_context_lr_scale(s);
         }
         if let Some(c) = compact {
             tr.options.compact_checkpoint = c;

@@ -64,6 +64,7 @@ fn options(steps: u64, batch: usize, lr: f64, warmup: u64) -> TrainOptions {
         val_every: 500,
         ckpt_every: 500,
         intra_lr_scale: 10.0,
+        context_lr_scale: 1.0,
         compact_checkpoint: false,
     }
 }

@@ -60,10 +60,26 @@ pub struct TrainOptions {
     /// shape its first updates.
     #[serde(default)]
     pub compact_checkpoint: bool,
+    /// Learning-rate multiplier of the context-token embedding
+    /// (`ctx_proj`, `ctx_pos`): added to a trained model late in its
+    /// schedule, it starts from random weights while the learning rate is
+    /// already small.
+    #[serde(default = "default_context_lr_scale")]
+    pub context_lr_scale: f64,
 }
 
 fn default_intra_lr_scale() -> f64 {
     10.0
+}
+
+fn default_context_lr_scale() -> f64 {
+    1.0
+}
+
+/// Whether a variable is part of the context-token embedding
+/// ([`TrainOptions::context_lr_scale`]).
+fn is_context(name: &str) -> bool {
+    name.contains(".ctx_proj.") || name.ends_with(".ctx_pos")
 }
 
 /// Whether a variable is an intra-token matrix ([`TrainOptions::intra_lr_scale`]).
@@ -175,12 +191,13 @@ impl AdamW {
     }
 
     /// One update with learning rate `lr` (times `intra_lr_scale` for the
-    /// intra-token matrices), gradients scaled by `scale`.
+    /// intra-token matrices, `context_lr_scale` for the context
+    /// embedding), gradients scaled by `scale`.
     pub fn step(
         &mut self,
         grads: &GradStore,
         lr: f64,
-        intra_lr_scale: f64,
+        (intra_lr_scale, context_lr_scale): (f64, f64),
         scale: f64,
     ) -> Result<()> {
         self.t += 1;
@@ -194,6 +211,9 @@ impl AdamW {
             };
             let (lr32, decay) = if is_intra(name) {
                 ((lr * intra_lr_scale) as f32, 1.0)
+            } else if is_context(name) {
+                let lr = lr * context_lr_scale;
+                (lr as f32, 1.0 - (lr * self.weight_decay) as f32)
             } else {
                 (lr as f32, 1.0 - (lr * self.weight_decay) as f32)
             };
@@ -344,6 +364,11 @@ impl Trainer {
         self.options.intra_lr_scale = scale;
     }
 
+    /// Sets [`TrainOptions::context_lr_scale`] for the steps to come.
+    pub fn set_context_lr_scale(&mut self, scale: f64) {
+        self.options.context_lr_scale = scale;
+    }
+
     /// Stops averaging: from now on the exported weights are the raw ones.
     pub fn disable_ema(&mut self) {
         self.ema = None;
@@ -396,8 +421,12 @@ impl Trainer {
             1.0
         };
         let lr = self.options.lr_at(self.step);
-        self.opt
-            .step(&grads, lr, self.options.intra_lr_scale, scale)?;
+        self.opt.step(
+            &grads,
+            lr,
+            (self.options.intra_lr_scale, self.options.context_lr_scale),
+            scale,
+        )?;
         self.update_ema()?;
         self.step += 1;
         let loss = loss.to_scalar::<f32>()? as f64;

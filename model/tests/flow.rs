@@ -213,6 +213,7 @@ fn quick_options(steps: u64) -> TrainOptions {
         val_every: 0,
         ckpt_every: 0,
         intra_lr_scale: 10.0,
+        context_lr_scale: 1.0,
         compact_checkpoint: false,
     }
 }
@@ -418,6 +419,47 @@ fn adding_context_on_resume_keeps_the_weights_then_trains_it() {
     );
     let moved = b.model.weights().unwrap()["blocks.1.ctx_pos"].clone();
     assert!(common::max_diff(&pos, &moved) > 0.0);
+}
+
+/// `context_lr_scale` speeds up the context embedding alone: from the
+/// same checkpoint and batch, one step moves the context variables about
+/// that many times further and every other weight the same.
+#[test]
+fn the_context_learning_rate_scale_applies_to_the_context_embedding_only() {
+    let dev = Device::Cpu;
+    let (_, _, _dir, ckpt) = checkpointed_run(12, 4);
+    let grow = Growth {
+        context: true,
+        ..Growth::default()
+    };
+    let step = |scale: f64| {
+        let mut t = Trainer::resume(&ckpt, None, grow, handful(4, 16), None, &dev).unwrap();
+        t.set_context_lr_scale(scale);
+        let before: HashMap<String, Tensor> = t
+            .model
+            .weights()
+            .unwrap()
+            .into_iter()
+            .map(|(n, w)| (n, w.copy().unwrap()))
+            .collect();
+        t.train_step().unwrap();
+        let after = t.model.weights().unwrap();
+        let moved: HashMap<String, f32> = before
+            .iter()
+            .map(|(n, w)| (n.clone(), common::max_diff(w, &after[n])))
+            .collect();
+        (moved, after)
+    };
+    let (slow, wa) = step(1.0);
+    let (fast, wb) = step(50.0);
+    for (name, &d) in &slow {
+        if name.contains("ctx_") {
+            assert!(d > 0.0, "{name} trained");
+            assert!(fast[name] > 10.0 * d, "{name}: {} vs {d}", fast[name]);
+        } else {
+            assert_eq!(common::max_diff(&wa[name], &wb[name]), 0.0, "{name}");
+        }
+    }
 }
 
 #[test]
