@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{kodak_crop, synthetic, tiny_model, Content};
+use common::{bits, kodak_crop, random_values, round_trip, synthetic, tiny_model, Content};
 use tfc_codec::ans::Stack;
 use tfc_codec::config::FlowConfig;
 use tfc_codec::context::{coded_prefix, corner_after};
@@ -12,7 +12,7 @@ use tfc_codec::model_file::{random_model_bytes, SplitMix};
 use tfc_codec::net::{KvCache, Prefix};
 use tfc_codec::tile::TileCoder;
 use tfc_codec::{
-    decode_file, encode_images, reference, CodecError, CodingParams, Image, ModelFile, ModelSet,
+    decode_file, encode_images, reference, CodecError, CodingParams, ModelFile, ModelSet,
 };
 
 fn context_config(channels: usize, intra: bool) -> FlowConfig {
@@ -66,20 +66,11 @@ fn configs() -> Vec<FlowConfig> {
     ]
 }
 
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
-fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut rng = SplitMix::new(seed);
-    (0..n).map(|_| rng.symmetric()).collect()
-}
-
 /// A random prefix in which context token `c` is unavailable (zeros) when
 /// `c % 3 == hole`, available (flag 1) otherwise.
 fn random_prefix(cfg: &FlowConfig, seed: u64, hole: usize) -> Vec<f32> {
     let dd = cfg.context_dim();
-    let mut v = random(cfg.context_len() * dd, seed);
+    let mut v = random_values(cfg.context_len() * dd, seed);
     for (c, tok) in v.chunks_mut(dd).enumerate() {
         if c % 3 == hole {
             tok.fill(0.0);
@@ -96,7 +87,7 @@ fn prefix_pass_matches_primed_steps_and_reference_bit_for_bit() {
         let model = ModelFile::from_bytes(&random_model_bytes(&cfg, 40 + i as u64, 0.08)).unwrap();
         let net = model.network();
         let (n, d) = (cfg.tokens(), cfg.token_dim());
-        let seqs: Vec<Vec<f32>> = (0..3).map(|s| random(n * d, s)).collect();
+        let seqs: Vec<Vec<f32>> = (0..3).map(|s| random_values(n * d, s)).collect();
         let pres: Vec<Vec<f32>> = (0..3)
             .map(|s| random_prefix(&cfg, 7 + s, s as usize))
             .collect();
@@ -168,7 +159,7 @@ fn first_token_params_depend_on_the_prefix() {
     changed[0] += 0.25;
     assert_ne!(bits(&base), bits(&first(&changed, 3)), "one value");
     // Later tokens too: the prefix stays in the attention.
-    let x = random(3 * cfg.token_dim(), 9);
+    let x = random_values(3 * cfg.token_dim(), 9);
     let with = |values: &[f32]| net.block_forward_with(0, Some(Prefix { values, corner: 3 }), &x);
     let (a, b) = (with(&pre), with(&none));
     let d2 = 2 * cfg.token_dim();
@@ -288,26 +279,6 @@ fn prefixes_must_suit_the_model() {
         c.decode_batch(&mut [&mut s], &[]),
         Err(CodecError::Misuse(_))
     ));
-}
-
-fn round_trip(models: &ModelSet<'_>, images: &[Image], params: CodingParams) -> Vec<u8> {
-    let file = encode_images(models, images, &params).unwrap();
-    let back = decode_file(models, &file).unwrap();
-    assert_eq!(back.len(), images.len());
-    for (a, b) in back.iter().zip(images) {
-        assert_eq!(
-            (a.width, a.height, a.channels),
-            (b.width, b.height, b.channels)
-        );
-        assert!(
-            a.data == b.data,
-            "pixels differ for {}x{}x{} with {params:?}",
-            b.width,
-            b.height,
-            b.channels
-        );
-    }
-    file
 }
 
 fn params(lanes: u16, orientations: u8) -> CodingParams {

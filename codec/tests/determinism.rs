@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::{kodak_crop, synthetic, tiny_model, Content};
+use common::{bits, kodak_crop, random_values, synthetic, tiny_model, Content};
 use tfc_codec::config::FlowConfig;
-use tfc_codec::model_file::{random_model_bytes, SplitMix};
+use tfc_codec::model_file::random_model_bytes;
 use tfc_codec::net::KvCache;
 use tfc_codec::{decode_file, encode_images, reference, CodingParams, ModelFile, ModelSet};
 
@@ -46,15 +46,8 @@ fn configs() -> Vec<FlowConfig> {
     ]
 }
 
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
 fn random_input(cfg: &FlowConfig, rows: usize, seed: u64) -> Vec<f32> {
-    let mut rng = SplitMix::new(seed);
-    (0..rows * cfg.token_dim())
-        .map(|_| rng.symmetric())
-        .collect()
+    random_values(rows * cfg.token_dim(), seed)
 }
 
 #[test]

@@ -2,28 +2,8 @@
 
 mod common;
 
-use common::{kodak_crop, synthetic, tiny_model, Content};
-use tfc_codec::{decode_file, encode_images, CodingParams, Image, ModelSet};
-
-fn round_trip(models: &ModelSet<'_>, images: &[Image], params: CodingParams) -> Vec<u8> {
-    let file = encode_images(models, images, &params).unwrap();
-    let back = decode_file(models, &file).unwrap();
-    assert_eq!(back.len(), images.len());
-    for (a, b) in back.iter().zip(images) {
-        assert_eq!(
-            (a.width, a.height, a.channels),
-            (b.width, b.height, b.channels)
-        );
-        assert!(
-            a.data == b.data,
-            "pixels differ for {}x{}x{}",
-            b.width,
-            b.height,
-            b.channels
-        );
-    }
-    file
-}
+use common::{kodak_crop, round_trip, synthetic, tiny_model, Content};
+use tfc_codec::{CodingParams, ModelSet};
 
 fn all_kinds(w: u32, h: u32) {
     let (gray, rgb) = (tiny_model(1, 1), tiny_model(3, 2));

@@ -4,7 +4,7 @@
 
 use tfc_codec::config::FlowConfig;
 use tfc_codec::model_file::{random_model_bytes, SplitMix};
-use tfc_codec::{Image, ModelFile};
+use tfc_codec::{decode_file, encode_images, CodingParams, Image, ModelFile, ModelSet};
 
 /// A tiny architecture with `channels` channels, fast in debug builds.
 pub fn tiny_config(channels: usize) -> FlowConfig {
@@ -62,4 +62,37 @@ pub fn kodak_crop() -> Image {
     let (w, h): (u32, u32) = (fields[1].parse().unwrap(), fields[2].parse().unwrap());
     let data = bytes[pos + 1..].to_vec();
     Image::new(w, h, 3, data).unwrap()
+}
+
+/// The bit patterns of `v`, to compare floats exactly.
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// `n` seeded values in `[-1, 1)`.
+pub fn random_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = SplitMix::new(seed);
+    (0..n).map(|_| rng.symmetric()).collect()
+}
+
+/// Encodes `images`, decodes the file, asserts every pixel came back and
+/// returns the file.
+pub fn round_trip(models: &ModelSet<'_>, images: &[Image], params: CodingParams) -> Vec<u8> {
+    let file = encode_images(models, images, &params).unwrap();
+    let back = decode_file(models, &file).unwrap();
+    assert_eq!(back.len(), images.len());
+    for (a, b) in back.iter().zip(images) {
+        assert_eq!(
+            (a.width, a.height, a.channels),
+            (b.width, b.height, b.channels)
+        );
+        assert!(
+            a.data == b.data,
+            "pixels differ for {}x{}x{} with {params:?}",
+            b.width,
+            b.height,
+            b.channels
+        );
+    }
+    file
 }
